@@ -1,0 +1,355 @@
+"""Operations: the upstream ``NodeOperation`` shape, its op_id, and validation.
+
+An operation is what a sender asks for: ``{"type", "action", "sender", "target", "data"}``,
+wire-compatible with upstream's JSON. Senders add ``"op_id": [origin, origin_seq]`` so that a
+retried operation is appended once.
+
+`validate_operation` is the only way raw input becomes an `Operation`; it raises a
+`ValidationError` naming the field and the rule for each way the input can be wrong. This module
+does no I/O and never reads a clock.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Final
+
+from eventlog.errors import ValidationError
+
+#: Largest encoded ``data`` accepted for one operation (bytes of canonical JSON).
+MAX_DATA_BYTES: Final = 64 * 1024
+#: Deepest nesting of lists/objects accepted inside ``data``.
+MAX_DEPTH: Final = 32
+MAX_SENDER_LEN: Final = 128
+MAX_TARGET_LEN: Final = 512
+MAX_ORIGIN_LEN: Final = 128
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**63 - 1
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class OperationType(Enum):
+    """The kind of thing an operation is about (upstream names and values)."""
+
+    CUE = "cue"
+    PLAYER = "player"
+    COMMAND = "command"
+    STATUS = "status"
+
+
+class ActionType(Enum):
+    """What the operation does to it (upstream names and values)."""
+
+    ADD = "add"
+    REMOVE = "remove"
+    UPDATE = "update"
+
+
+ALLOWED_ACTIONS: Final[dict[OperationType, frozenset[ActionType]]] = {
+    OperationType.CUE: frozenset({ActionType.ADD, ActionType.REMOVE, ActionType.UPDATE}),
+    OperationType.PLAYER: frozenset({ActionType.ADD, ActionType.REMOVE, ActionType.UPDATE}),
+    OperationType.COMMAND: frozenset({ActionType.UPDATE}),
+    OperationType.STATUS: frozenset({ActionType.UPDATE}),
+}
+
+_TYPES: Final = {t.value: t for t in OperationType}
+_ACTIONS: Final = {a.value: a for a in ActionType}
+_FIELDS: Final = ("type", "action", "sender", "target", "data")
+_WIRE_KEYS: Final = frozenset((*_FIELDS, "op_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class OpId:
+    """Identity of one submitted operation: who made it and its number at the origin."""
+
+    origin: str
+    origin_seq: int
+
+    def to_wire(self) -> list[Any]:
+        return [self.origin, self.origin_seq]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """A validated operation. Build it with `validate_operation` from untrusted input."""
+
+    type: OperationType
+    action: ActionType
+    sender: str
+    target: str
+    data: dict[str, Any] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The upstream JSON object (without op_id)."""
+        return {
+            "type": self.type.value,
+            "action": self.action.value,
+            "sender": self.sender,
+            "target": self.target,
+            "data": self.data,
+        }
+
+    def __str__(self) -> str:
+        return f"{self.type.value}/{self.action.value} {self.target} from {self.sender}"
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """An operation on its way to the log, with the op_id that makes retries safe.
+
+    ``op_id`` may be ``None`` for operations made by the log's owner itself; the store then
+    gives it one.
+    """
+
+    op: Operation
+    op_id: OpId | None = None
+
+
+def _str_field(raw: Mapping[str, Any], name: str, max_len: int) -> str:
+    value = raw[name]
+    if not isinstance(value, str):
+        raise ValidationError(name, "not-a-string", f"must be a string, got {_kind(value)}")
+    if not value:
+        raise ValidationError(name, "empty", "must not be empty")
+    if len(value) > max_len:
+        raise ValidationError(
+            name, "too-long", f"is {len(value)} characters, the limit is {max_len}"
+        )
+    if _CONTROL.search(value):
+        raise ValidationError(name, "control-character", "must not contain control characters")
+    _check_utf8(name, value)
+    return value
+
+
+def _check_utf8(where: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(
+            where, "bad-utf8", f"is not valid UTF-8 text ({exc.reason})"
+        ) from None
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def check_json_value(value: Any, where: str = "data", depth: int = 0) -> int:
+    """Check that `value` is plain JSON with finite numbers; return a size estimate in bytes.
+
+    Raises `ValidationError` naming the path (``data.cues[3].offset``) and the rule.
+    """
+    if depth > MAX_DEPTH:
+        raise ValidationError(where, "too-deep", f"nests deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, bool):
+        return 5
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise ValidationError(where, "int-out-of-range", "integer does not fit in 64 bits")
+        return 20
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(where, "not-finite", f"must be a finite number, got {value}")
+        return 24
+    if isinstance(value, str):
+        _check_utf8(where, value)
+        return len(value) + 2
+    if isinstance(value, list | tuple):
+        size = 2
+        for i, item in enumerate(value):
+            size += check_json_value(item, f"{where}[{i}]", depth + 1) + 1
+        return size
+    if isinstance(value, Mapping):
+        size = 2
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(where, "non-string-key", f"has a key that is {_kind(key)}")
+            _check_utf8(f"{where}.{key}", key)
+            size += len(key) + 4 + check_json_value(item, f"{where}.{key}", depth + 1)
+        return size
+    raise ValidationError(
+        where,
+        "not-json",
+        f"must be JSON (object, list, string, number, boolean or null), got {_kind(value)}",
+    )
+
+
+def _need(data: Mapping[str, Any], key: str, kinds: tuple[type, ...], rule_kind: str) -> Any:
+    if key not in data:
+        raise ValidationError(f"data.{key}", "missing", "is required")
+    value = data[key]
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise ValidationError(
+            f"data.{key}",
+            f"not-{rule_kind}",
+            f"must be {rule_kind.replace('-', ' ')}, got {_kind(value)}",
+        )
+    return value
+
+
+def _check_semantics(
+    op_type: OperationType, action: ActionType, target: str, data: dict[str, Any] | None
+) -> None:
+    """Type-specific rules for the operations the reducer interprets."""
+    if op_type is OperationType.CUE:
+        if action is ActionType.REMOVE and data is None:
+            return
+        if data is None:
+            raise ValidationError("data", "missing", f"cue/{action.value} needs a data object")
+        if "id" in data and data["id"] != target:
+            raise ValidationError("data.id", "target-mismatch", "must equal the target cue id")
+        if action is ActionType.ADD:
+            offset = _need(data, "offset", (str, int, float), "a-string-or-number")
+            if isinstance(offset, float) and not math.isfinite(offset):
+                raise ValidationError("data.offset", "not-finite", "must be a finite number")
+        elif action is ActionType.UPDATE:
+            pct = _need(data, "percentage", (int,), "an-integer")
+            if not -1 <= pct <= 100:
+                raise ValidationError(
+                    "data.percentage", "out-of-range", f"must be between -1 and 100, got {pct}"
+                )
+    elif op_type is OperationType.STATUS and data is not None:
+        if target == "nextcue":
+            _need(data, "nextcue", (str,), "a-string")
+        elif target == "cue_enabled":
+            _need(data, "cue_id", (str,), "a-string")
+            _need(data, "enabled", (bool,), "a-boolean")
+        elif target == "timecode":
+            _need(data, "value", (int,), "an-integer")
+    elif op_type is OperationType.COMMAND:
+        if data is None:
+            return
+        address = data.get("address")
+        if address is not None and (not isinstance(address, str) or not address.startswith("/")):
+            raise ValidationError(
+                "data.address", "bad-address", "must be an OSC address string starting with '/'"
+            )
+        value = data.get("value")
+        if target == "cue_enabled" and value is not None and not _is_cue_enabled_value(value):
+            raise ValidationError("data.value", "bad-cue-enabled", "must be '<cue uuid> <0|1>'")
+        is_volume = isinstance(address, str) and address.endswith("/volume")
+        if target == "player_control" and is_volume and not _is_number(value):
+            raise ValidationError(
+                "data.value", "not-a-number", f"a volume must be a number, got {_kind(value)}"
+            )
+
+
+def _is_cue_enabled_value(value: Any) -> bool:
+    return isinstance(value, str) and len(value.split()) == 2 and value.split()[1] in ("0", "1")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def validate_operation(raw: Any) -> Operation:
+    """Turn untrusted decoded JSON into an `Operation`, or raise `ValidationError`.
+
+    Accepts a mapping with exactly the upstream keys (an ``op_id`` key is tolerated and
+    ignored here; see `validate_submission`).
+    """
+    if isinstance(raw, Operation):
+        raw = raw.to_wire()
+    if not isinstance(raw, Mapping):
+        raise ValidationError(
+            "$", "not-an-object", f"an operation must be a JSON object, got {_kind(raw)}"
+        )
+    for name in _FIELDS:
+        if name not in raw:
+            raise ValidationError(name, "missing", "is required")
+    for key in raw:
+        if key not in _WIRE_KEYS:
+            raise ValidationError(
+                str(key),
+                "unknown-field",
+                f"is not a field of an operation (allowed: {', '.join(_FIELDS)}, op_id)",
+            )
+    type_raw, action_raw = raw["type"], raw["action"]
+    op_type = _TYPES.get(type_raw) if isinstance(type_raw, str) else None
+    if op_type is None:
+        raise ValidationError(
+            "type", "unknown-type", f"{type_raw!r} is not one of {', '.join(sorted(_TYPES))}"
+        )
+    action = _ACTIONS.get(action_raw) if isinstance(action_raw, str) else None
+    if action is None:
+        raise ValidationError(
+            "action",
+            "unknown-action",
+            f"{action_raw!r} is not one of {', '.join(sorted(_ACTIONS))}",
+        )
+    if action not in ALLOWED_ACTIONS[op_type]:
+        raise ValidationError(
+            "action",
+            "action-not-allowed",
+            f"{action.value!r} is not allowed for type {op_type.value!r}",
+        )
+    sender = _str_field(raw, "sender", MAX_SENDER_LEN)
+    target = _str_field(raw, "target", MAX_TARGET_LEN)
+    data = raw["data"]
+    if data is not None:
+        if not isinstance(data, Mapping):
+            raise ValidationError(
+                "data", "not-an-object", f"must be an object or null, got {_kind(data)}"
+            )
+        size = check_json_value(data)
+        if size > MAX_DATA_BYTES:
+            raise ValidationError(
+                "data", "too-large", f"is about {size} bytes, the limit is {MAX_DATA_BYTES}"
+            )
+        data = dict(data)
+    _check_semantics(op_type, action, target, data)
+    return Operation(op_type, action, sender, target, data)
+
+
+def validate_op_id(raw: Any) -> OpId:
+    """Turn a wire ``op_id`` (``[origin, origin_seq]``) into an `OpId`."""
+    if isinstance(raw, OpId):
+        raw = raw.to_wire()
+    if not isinstance(raw, list | tuple) or len(raw) != 2:
+        raise ValidationError("op_id", "bad-op-id", "must be [origin, origin_seq]")
+    origin, origin_seq = raw
+    if not isinstance(origin, str) or not origin or len(origin) > MAX_ORIGIN_LEN:
+        raise ValidationError(
+            "op_id[0]",
+            "bad-origin",
+            f"origin must be a non-empty string of at most {MAX_ORIGIN_LEN}",
+        )
+    _check_utf8("op_id[0]", origin)
+    if (
+        isinstance(origin_seq, bool)
+        or not isinstance(origin_seq, int)
+        or not 1 <= origin_seq <= _INT_MAX
+    ):
+        raise ValidationError(
+            "op_id[1]", "bad-origin-seq", "origin_seq must be a positive 64-bit integer"
+        )
+    return OpId(origin, origin_seq)
+
+
+def validate_submission(raw: Any) -> Submission:
+    """Validate a wire operation that may carry ``op_id``."""
+    if isinstance(raw, Submission):
+        return Submission(
+            validate_operation(raw.op), None if raw.op_id is None else validate_op_id(raw.op_id)
+        )
+    op = validate_operation(raw)
+    op_id_raw = raw.get("op_id") if isinstance(raw, Mapping) else None
+    return Submission(op, None if op_id_raw is None else validate_op_id(op_id_raw))

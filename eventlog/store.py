@@ -1,0 +1,703 @@
+"""The SQLite event log: one file holds meta, events and snapshots.
+
+Rules this module never breaks:
+
+- ``seq`` starts at 1 (or right after the file's base snapshot) and never has holes.
+- A batch is validated whole before anything is written, and written in one transaction: it
+  is all there after a crash or not at all.
+- An operation whose ``op_id`` is already in the log is not appended again; its original seq is
+  returned instead.
+- A reader (another connection, another process) never blocks the writer: the file is in WAL
+  mode.
+
+Schema and queries go through sqlite-utils; the append path uses the connection directly.
+Clocks and log ids can be injected for tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import sqlite_utils
+
+from eventlog.errors import DecodeError, LogFileError, UsageError, ValidationError
+from eventlog.event import Event, dumps, loads
+from eventlog.operation import (
+    ActionType,
+    Operation,
+    OperationType,
+    OpId,
+    Submission,
+    validate_submission,
+)
+from eventlog.reducer import apply
+from eventlog.snapshot import Snapshot, restore, take
+from eventlog.state import State
+
+log = logging.getLogger("cuelog.store")
+
+APP: Final = "cuelog"
+SCHEMA_VERSION: Final = 2
+DEFAULT_SNAPSHOT_EVERY: Final = 1000
+_MAX_PARAMS: Final = 900
+_TYPES: Final = {t.value: t for t in OperationType}
+_ACTIONS: Final = {a.value: a for a in ActionType}
+_EVENT_COLUMNS: Final = "seq, ts, type, action, sender, target, data, origin, origin_seq"
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What `EventLog.append_batch` did.
+
+    ``seqs[i]`` is the seq of the i-th submitted operation (its original seq when it was a
+    duplicate); ``events`` are the events this call appended, in order.
+    """
+
+    seqs: list[int]
+    events: list[Event]
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.seqs) - len(self.events)
+
+
+def _row_to_event(row: Sequence[Any], log_id: str) -> Event:
+    seq, ts, type_, action, sender, target, data, origin, origin_seq = row
+    try:
+        op = Operation(
+            _TYPES[type_], _ACTIONS[action], sender, target, None if data is None else loads(data)
+        )
+    except (KeyError, DecodeError) as exc:
+        raise DecodeError(f"event {seq} is damaged: {exc}") from None
+    return Event(seq, ts, log_id, op, OpId(origin, origin_seq))
+
+
+def _event_to_row(event: Event) -> tuple[Any, ...]:
+    op = event.op
+    return (
+        event.seq,
+        event.ts,
+        op.type.value,
+        op.action.value,
+        op.sender,
+        op.target,
+        None if op.data is None else dumps(op.data).decode(),
+        event.op_id.origin,
+        event.op_id.origin_seq,
+    )
+
+
+def _connect(path: str, readonly: bool) -> sqlite3.Connection:
+    if path == ":memory:":
+        return sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    if readonly:
+        uri = "file:" + path.replace("?", "%3f").replace("#", "%23") + "?mode=ro"
+        return sqlite3.connect(
+            uri, uri=True, isolation_level=None, check_same_thread=False, timeout=10
+        )
+    return sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+
+
+class EventLog:
+    """A cuelog log file (or ``:memory:``). Thread-safe: one lock serialises its calls.
+
+    Open it with `EventLog.open`. A writable log keeps the current `state` in memory (rebuilt
+    on open from the newest snapshot plus the tail) so appends can take automatic snapshots.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: str,
+        *,
+        readonly: bool,
+        snapshot_every: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self._conn = conn
+        self._db = sqlite_utils.Database(conn)
+        self.path = path
+        self.readonly = readonly
+        self.snapshot_every = snapshot_every
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._closed = False
+        self.log_id = ""
+        self.base_seq = 0
+        self.created = 0.0
+        self._head = 0
+        self._state: State | None = None
+        self._last_snapshot_seq = 0
+        self._local_seq = 0
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        readonly: bool = False,
+        synchronous: Synchronous = "FULL",
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        clock: Callable[[], float] = time.time,
+        log_id: str | None = None,
+    ) -> EventLog:
+        """Open (or create) a log file.
+
+        Raises `LogFileError` naming the file when it is missing (and ``create`` is false), not
+        a cuelog log, written by a newer cuelog, or damaged. An older schema is migrated.
+        """
+        spath = os.fspath(path)
+        if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise UsageError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
+        if snapshot_every < 1:
+            raise UsageError("snapshot_every must be at least 1")
+        memory = spath == ":memory:"
+        if not memory:
+            exists = os.path.exists(spath)
+            if os.path.isdir(spath):
+                raise LogFileError(spath, "is a directory, not a log file")
+            if not exists and (readonly or not create):
+                raise LogFileError(spath, "no such log file (check the path)")
+        try:
+            conn = _connect(spath, readonly and not memory)
+        except sqlite3.Error as exc:
+            raise LogFileError(spath, f"cannot be opened: {exc}") from None
+        self = cls(
+            conn,
+            spath,
+            readonly=readonly and not memory,
+            snapshot_every=snapshot_every,
+            clock=clock,
+        )
+        try:
+            self._setup(synchronous, create, log_id)
+        except LogFileError:
+            conn.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise _file_error(spath, exc) from None
+        return self
+
+    def _setup(self, synchronous: Synchronous, create: bool, log_id: str | None) -> None:
+        conn = self._conn
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if not tables:
+            if self.readonly or not create:
+                raise LogFileError(self.path, "is empty, not a cuelog log")
+            conn.execute("PRAGMA journal_mode = WAL")
+            self._create_schema(log_id)
+        elif "meta" not in tables:
+            raise LogFileError(
+                self.path, "is a SQLite database but not a cuelog log (it has no cuelog meta table)"
+            )
+        meta = {row[0]: row[1] for row in conn.execute("SELECT key, value FROM meta")}
+        if meta.get("app") != APP:
+            raise LogFileError(
+                self.path,
+                f"is a SQLite database but not a cuelog log (meta says app={meta.get('app')!r})",
+            )
+        try:
+            version = int(meta.get("schema_version", "x"))
+        except ValueError:
+            raise LogFileError(self.path, "is damaged: its schema version is unreadable") from None
+        if version > SCHEMA_VERSION:
+            raise LogFileError(
+                self.path,
+                f"was written by a newer cuelog (log schema {version}, "
+                f"this cuelog reads up to {SCHEMA_VERSION}): upgrade cuelog",
+            )
+        if not meta.get("log_id"):
+            raise LogFileError(self.path, "is damaged: its meta has no log_id")
+        if version < SCHEMA_VERSION:
+            if self.readonly:
+                raise LogFileError(
+                    self.path,
+                    f"has the old log schema {version}; open it once "
+                    "read-write (or run a controller on it) to migrate it",
+                )
+            self._migrate(version)
+            meta = {row[0]: row[1] for row in conn.execute("SELECT key, value FROM meta")}
+        if not self.readonly:
+            if self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
+        self.log_id = meta["log_id"]
+        self.base_seq = int(meta.get("base_seq", "0"))
+        self.created = float(meta.get("created", "0"))
+        self._refresh_head()
+        if not self.readonly:
+            self._rebuild_state()
+
+    def _create_schema(self, log_id: str | None) -> None:
+        db = self._db
+        with self._transaction():
+            db.table("meta").create({"key": str, "value": str}, pk="key")
+            self._create_v1_events()
+            self._create_v2_parts()
+            db.table("meta").insert_all(
+                [
+                    {"key": "app", "value": APP},
+                    {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                    {"key": "log_id", "value": log_id or str(uuid.uuid4())},
+                    {"key": "created", "value": repr(self._clock())},
+                    {"key": "base_seq", "value": "0"},
+                ]
+            )
+
+    def _create_v1_events(self) -> None:
+        table = self._db.table("events")
+        table.create(
+            {
+                "seq": int,
+                "ts": float,
+                "type": str,
+                "action": str,
+                "sender": str,
+                "target": str,
+                "data": str,
+                "origin": str,
+                "origin_seq": int,
+            },
+            pk="seq",
+            not_null={"ts", "type", "action", "sender", "target", "origin", "origin_seq"},
+        )
+        table.create_index(["origin", "origin_seq"], index_name="events_op_id", unique=True)
+
+    def _create_v2_parts(self) -> None:
+        self._db.table("snapshots").create(
+            {"seq": int, "ts": float, "digest": str, "state": str},
+            pk="seq",
+            not_null={"ts", "digest", "state"},
+        )
+        self._db.table("events").create_index(["ts"], index_name="events_ts")
+
+    def _migrate(self, version: int) -> None:
+        log.info("migrating %s from log schema %d to %d", self.path, version, SCHEMA_VERSION)
+        with self._transaction():
+            if version < 2:
+                self._create_v2_parts()
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('base_seq', '0')"
+                )
+            self._conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+
+    # ------------------------------------------------------------------ basics
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError(f"log {self.path} is closed")
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._conn)
+
+    def _refresh_head(self) -> None:
+        row = self._conn.execute("SELECT MAX(seq) FROM events").fetchone()
+        self._head = row[0] if row[0] is not None else self.base_seq
+
+    @property
+    def head(self) -> int:
+        """The last seq in the log (0 for an empty log). Re-read for read-only opens."""
+        with self._lock:
+            self._check_open()
+            if self.readonly:
+                try:
+                    self._refresh_head()
+                except sqlite3.DatabaseError as exc:
+                    raise _file_error(self.path, exc) from None
+            return self._head
+
+    @property
+    def state(self) -> State:
+        """The current state (writable logs keep it; read-only logs fold it on demand)."""
+        with self._lock:
+            if self._state is None:
+                return self.state_at(self.head)
+            return self._state
+
+    def _rebuild_state(self) -> None:
+        self._state = self._fold_to(self._head)
+        snap = self.latest_snapshot()
+        self._last_snapshot_seq = snap.seq if snap else 0
+
+    # ------------------------------------------------------------------ appending
+
+    def append(
+        self, op: Operation | Mapping[str, Any] | Submission, op_id: OpId | None = None
+    ) -> int:
+        """Append one operation; return its seq. See `append_batch`."""
+        item: Submission | Mapping[str, Any] | Operation
+        item = Submission(op, op_id) if isinstance(op, Operation) else op
+        return self.append_batch([item]).seqs[0]
+
+    def append_batch(
+        self, items: Sequence[Submission | Operation | Mapping[str, Any]]
+    ) -> AppendResult:
+        """Validate, deduplicate by op_id and append `items` in one durable transaction.
+
+        Items may be `Submission`s, bare `Operation`s or wire dicts (with an optional
+        ``op_id``). If any item is invalid, `ValidationError` is raised (its ``index`` attribute
+        says which) and nothing is written. Operations without an op_id get one from this log.
+        """
+        subs: list[Submission] = []
+        for index, item in enumerate(items):
+            try:
+                if isinstance(item, Operation):
+                    item = Submission(item)
+                subs.append(validate_submission(item))
+            except ValidationError as exc:
+                exc.index = index
+                raise
+        with self._lock:
+            self._check_open()
+            if self.readonly:
+                raise UsageError(f"log {self.path} is open read-only")
+            if not subs:
+                return AppendResult([], [])
+            try:
+                return self._append_locked(subs)
+            except sqlite3.DatabaseError as exc:
+                raise _file_error(self.path, exc) from None
+
+    def _existing(self, subs: Sequence[Submission]) -> dict[OpId, int]:
+        by_origin: dict[str, list[int]] = {}
+        for sub in subs:
+            if sub.op_id is not None:
+                by_origin.setdefault(sub.op_id.origin, []).append(sub.op_id.origin_seq)
+        found: dict[OpId, int] = {}
+        for origin, numbers in by_origin.items():
+            for start in range(0, len(numbers), _MAX_PARAMS):
+                chunk = numbers[start : start + _MAX_PARAMS]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT origin_seq, seq FROM events WHERE origin = ? "
+                    f"AND origin_seq IN ({marks})",
+                    (origin, *chunk),
+                )
+                for origin_seq, seq in rows:
+                    found[OpId(origin, origin_seq)] = seq
+        return found
+
+    def _append_locked(self, subs: Sequence[Submission]) -> AppendResult:
+        assert self._state is not None
+        ts = self._clock()
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            known = self._existing(subs)
+            seqs: list[int] = []
+            events: list[Event] = []
+            snapped = False
+            head = self._head
+            for sub in subs:
+                op_id = sub.op_id
+                if op_id is not None and op_id in known:
+                    seqs.append(known[op_id])
+                    continue
+                head += 1
+                if op_id is None:
+                    op_id = OpId("~" + self.log_id, head)
+                known[op_id] = head
+                event = Event(head, ts, self.log_id, sub.op, op_id)
+                events.append(event)
+                seqs.append(head)
+            if events:
+                conn.executemany(
+                    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [_event_to_row(e) for e in events],
+                )
+                state = self._state
+                for event in events:
+                    apply(state, event)
+                if state.seq - self._last_snapshot_seq >= self.snapshot_every:
+                    self._write_snapshot(take(state, ts))
+                    snapped = True
+            conn.execute("COMMIT")
+        except BaseException:
+            self._recover_after_failure()
+            raise
+        self._head = head
+        if snapped:
+            self._last_snapshot_seq = head
+        return AppendResult(seqs, events)
+
+    def _recover_after_failure(self) -> None:
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            self._refresh_head()
+            self._rebuild_state()
+        except sqlite3.Error:
+            log.exception("could not re-read %s after a failed append", self.path)
+
+    def _write_snapshot(self, snap: Snapshot) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO snapshots (seq, ts, digest, state) VALUES (?, ?, ?, ?)",
+            (snap.seq, snap.ts, snap.digest, snap.state.decode()),
+        )
+
+    def write_snapshot(self) -> Snapshot:
+        """Take a snapshot of the current state now and store it."""
+        with self._lock:
+            self._check_open()
+            if self.readonly or self._state is None:
+                raise UsageError(f"log {self.path} is open read-only")
+            snap = take(self._state, self._clock())
+            with self._transaction():
+                self._write_snapshot(snap)
+            self._last_snapshot_seq = snap.seq
+            return snap
+
+    # ------------------------------------------------------------------ replica side
+
+    def append_events(self, events: Sequence[Event]) -> None:
+        """Store events made by another log (a replica following its controller).
+
+        They must carry this log's id and continue its sequence without a hole.
+        """
+        with self._lock:
+            self._check_open()
+            if self.readonly or self._state is None:
+                raise UsageError(f"log {self.path} is open read-only")
+            if not events:
+                return
+            expected = self._head + 1
+            for event in events:
+                if event.log_id != self.log_id:
+                    raise UsageError(
+                        f"event {event.seq} is from log {event.log_id}, "
+                        f"this file holds log {self.log_id}"
+                    )
+                if event.seq != expected:
+                    raise UsageError(f"event {event.seq} does not follow seq {expected - 1}")
+                expected += 1
+            state = self._state
+            try:
+                with self._transaction():
+                    self._conn.executemany(
+                        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [_event_to_row(e) for e in events],
+                    )
+                    for event in events:
+                        apply(state, event)
+                    if state.seq - self._last_snapshot_seq >= self.snapshot_every:
+                        self._write_snapshot(take(state, events[-1].ts))
+                        self._last_snapshot_seq = state.seq
+            except BaseException:
+                self._recover_after_failure()
+                raise
+            self._head = events[-1].seq
+
+    def reset(self, log_id: str, snapshot: Snapshot | None) -> None:
+        """Throw away everything and start over as a replica of `log_id` at `snapshot`.
+
+        Used for a full resync: afterwards the file holds that snapshot as its base and
+        continues with the events after it.
+        """
+        with self._lock:
+            self._check_open()
+            if self.readonly:
+                raise UsageError(f"log {self.path} is open read-only")
+            state = restore(snapshot) if snapshot is not None else State()
+            with self._transaction():
+                self._conn.execute("DELETE FROM events")
+                self._conn.execute("DELETE FROM snapshots")
+                if snapshot is not None:
+                    self._write_snapshot(snapshot)
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    [("log_id", log_id), ("base_seq", str(state.seq))],
+                )
+            self.log_id = log_id
+            self.base_seq = state.seq
+            self._head = state.seq
+            self._state = state
+            self._last_snapshot_seq = state.seq
+
+    # ------------------------------------------------------------------ reading
+
+    def read(
+        self, after: int = 0, limit: int | None = None, *, until: int | None = None
+    ) -> list[Event]:
+        """Events with ``after < seq`` (and ``seq <= until``), in order, at most `limit`."""
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ?"
+        params: list[Any] = [after]
+        if until is not None:
+            sql += " AND seq <= ?"
+            params.append(until)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return self._select(sql, params)
+
+    def read_time(
+        self, since: float | None = None, until: float | None = None, limit: int | None = None
+    ) -> list[Event]:
+        """Events with ``since <= ts < until`` (either bound optional), in seq order."""
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE 1"
+        params: list[Any] = []
+        if since is not None:
+            sql += " AND ts >= ?"
+            params.append(since)
+        if until is not None:
+            sql += " AND ts < ?"
+            params.append(until)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return self._select(sql, params)
+
+    def iter_events(
+        self, after: int = 0, until: int | None = None, chunk: int = 5000
+    ) -> Iterator[Event]:
+        """All events after `after` (to `until`), read in chunks so memory stays flat."""
+        while True:
+            events = self.read(after, chunk, until=until)
+            yield from events
+            if len(events) < chunk:
+                return
+            after = events[-1].seq
+
+    def _select(self, sql: str, params: Sequence[Any]) -> list[Event]:
+        with self._lock:
+            self._check_open()
+            try:
+                rows = self._conn.execute(sql, params).fetchall()
+                log_id = self.log_id
+                return [_row_to_event(row, log_id) for row in rows]
+            except sqlite3.DatabaseError as exc:
+                raise _file_error(self.path, exc) from None
+            except DecodeError as exc:
+                raise LogFileError(self.path, f"is damaged: {exc}") from None
+
+    def snapshots(self) -> list[tuple[int, float, str]]:
+        """(seq, ts, digest) of every stored snapshot, oldest first."""
+        with self._lock:
+            self._check_open()
+            return [
+                (r["seq"], r["ts"], r["digest"])
+                for r in self._db.query("SELECT seq, ts, digest FROM snapshots ORDER BY seq")
+            ]
+
+    def latest_snapshot(self, at_or_before: int | None = None) -> Snapshot | None:
+        """The newest snapshot with ``seq <= at_or_before`` (or the newest of all)."""
+        sql = "SELECT seq, ts, digest, state FROM snapshots"
+        params: list[Any] = []
+        if at_or_before is not None:
+            sql += " WHERE seq <= ?"
+            params.append(at_or_before)
+        sql += " ORDER BY seq DESC LIMIT 1"
+        with self._lock:
+            self._check_open()
+            try:
+                rows = list(self._db.query(sql, params))
+            except sqlite3.DatabaseError as exc:
+                raise _file_error(self.path, exc) from None
+        if not rows:
+            return None
+        row = rows[0]
+        return Snapshot(row["seq"], row["ts"], row["digest"], row["state"].encode())
+
+    def state_at(self, seq: int) -> State:
+        """The state after event `seq`: newest snapshot at or before it plus the tail."""
+        with self._lock:
+            self._check_open()
+            head = self.head
+            if not 0 <= seq <= head:
+                raise UsageError(f"seq {seq} is outside this log (0..{head})")
+            if seq < self.base_seq:
+                raise UsageError(
+                    f"this file starts after seq {self.base_seq} (a replica "
+                    f"restored from a snapshot); ask the controller's log for {seq}"
+                )
+            return self._fold_to(seq)
+
+    def _fold_to(self, seq: int) -> State:
+        snap = self.latest_snapshot(seq)
+        try:
+            state = restore(snap) if snap is not None else State()
+        except DecodeError as exc:
+            raise LogFileError(self.path, f"is damaged: {exc}") from None
+        if snap is None and self.base_seq:
+            raise LogFileError(
+                self.path,
+                f"is damaged: it starts after seq {self.base_seq} but has no snapshot there",
+            )
+        for event in self.iter_events(state.seq, seq):
+            apply(state, event)
+        if state.seq != seq:
+            raise LogFileError(self.path, f"is damaged: events stop at {state.seq}, expected {seq}")
+        return state
+
+    def count(self) -> int:
+        with self._lock:
+            self._check_open()
+            return int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def time_bounds(self) -> tuple[float, float] | None:
+        with self._lock:
+            self._check_open()
+            row = self._conn.execute("SELECT MIN(ts), MAX(ts) FROM events").fetchone()
+            return None if row[0] is None else (row[0], row[1])
+
+    def seq_at_time(self, ts: float) -> int:
+        """The last seq committed at or before wall-clock time `ts` (0 if none)."""
+        with self._lock:
+            self._check_open()
+            row = self._conn.execute("SELECT MAX(seq) FROM events WHERE ts <= ?", (ts,)).fetchone()
+            return int(row[0]) if row[0] is not None else self.base_seq
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+def _file_error(path: str, exc: sqlite3.DatabaseError) -> LogFileError:
+    text = str(exc)
+    if "not a database" in text:
+        return LogFileError(path, "is not a SQLite database, so not a cuelog log")
+    if "malformed" in text or "corrupt" in text:
+        return LogFileError(
+            path,
+            f"is damaged ({text}); run `replay verify` on a copy, or "
+            "rebuild it from a node's replica file",
+        )
+    return LogFileError(path, f"cannot be used: {text}")
