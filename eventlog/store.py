@@ -60,11 +60,13 @@ class AppendResult:
     """What `EventLog.append_batch` did.
 
     ``seqs[i]`` is the seq of the i-th submitted operation (its original seq when it was a
-    duplicate); ``events`` are the events this call appended, in order.
+    duplicate); ``events`` are the events this call appended, in order, and ``reasons[j]`` is
+    why ``events[j]`` was a recorded no-op (``None`` when the reducer applied it).
     """
 
     seqs: list[int]
     events: list[Event]
+    reasons: list[str | None]
 
     @property
     def duplicates(self) -> int:
@@ -382,7 +384,7 @@ class EventLog:
             if self.readonly:
                 raise UsageError(f"log {self.path} is open read-only")
             if not subs:
-                return AppendResult([], [])
+                return AppendResult([], [], [])
             try:
                 return self._append_locked(subs)
             except sqlite3.DatabaseError as exc:
@@ -416,6 +418,7 @@ class EventLog:
             known = self._existing(subs)
             seqs: list[int] = []
             events: list[Event] = []
+            reasons: list[str | None] = []
             snapped = False
             head = self._head
             for sub in subs:
@@ -436,8 +439,7 @@ class EventLog:
                     [_event_to_row(e) for e in events],
                 )
                 state = self._state
-                for event in events:
-                    apply(state, event)
+                reasons = [apply(state, event) for event in events]
                 if state.seq - self._last_snapshot_seq >= self.snapshot_every:
                     self._write_snapshot(take(state, ts))
                     snapped = True
@@ -448,7 +450,7 @@ class EventLog:
         self._head = head
         if snapped:
             self._last_snapshot_seq = head
-        return AppendResult(seqs, events)
+        return AppendResult(seqs, events, reasons)
 
     def _recover_after_failure(self) -> None:
         try:

@@ -1,0 +1,254 @@
+"""``cuelog bench``: figures and same-run baselines. Nothing here asserts a speed.
+
+``cuelog bench log`` measures, in one run on one machine:
+
+- durable append throughput (events/s) at batch sizes 1, 10, 100, 1000, against a raw
+  ``sqlite3`` ``executemany`` baseline with the same pragmas and the same rows;
+- fold speed (events/s) of the reducer over in-memory events;
+- time to rebuild the state at random seqs of a 1,000,000-event log using its snapshots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from eventlog import (
+    ActionType,
+    Event,
+    EventLog,
+    Operation,
+    OperationType,
+    OpId,
+    Submission,
+    dumps,
+    fold,
+)
+from eventlog.store import _EVENT_COLUMNS, _event_to_row
+
+Figures = dict[str, Any]
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "bench",
+        help="run the benchmarks and print figures against same-run baselines",
+        description="Benchmarks with baselines measured in the same run. Figures vary with the "
+        "machine: compare the ratios.",
+    )
+    parser.add_argument(
+        "suite",
+        nargs="?",
+        default="log",
+        choices=["log"],
+        help="which benchmark (default: log)",
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (seconds, not minutes)")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument(
+        "--dir", default=None, help="folder for scratch files (default: a temp dir)"
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def show_ops(count: int, seed: int = 7) -> list[Operation]:
+    """A realistic mix: cue progress, players, status, mixer moves, commands."""
+    rng = random.Random(seed)
+    nodes = [f"node-{i}" for i in range(4)]
+    ops: list[Operation] = []
+    for i in range(count):
+        node = nodes[i % 4]
+        cue_id = f"cue-{(i // 6) % 50}"
+        kind = i % 6
+        if kind == 0:
+            op = Operation(
+                OperationType.CUE, ActionType.ADD, node, cue_id, {"id": cue_id, "offset": str(i)}
+            )
+        elif kind in (1, 2):
+            pct = rng.randint(1, 99)
+            op = Operation(
+                OperationType.CUE,
+                ActionType.UPDATE,
+                node,
+                cue_id,
+                {"id": cue_id, "percentage": pct},
+            )
+        elif kind == 3:
+            op = Operation(OperationType.CUE, ActionType.REMOVE, node, cue_id, {"id": cue_id})
+        elif kind == 4:
+            address = f"/{node}/audio/mixer/0/{rng.randint(0, 7)}/volume"
+            op = Operation(
+                OperationType.COMMAND,
+                ActionType.UPDATE,
+                "controller",
+                "player_control",
+                {"address": address, "value": round(rng.random(), 3)},
+            )
+        else:
+            op = Operation(
+                OperationType.STATUS, ActionType.UPDATE, node, "nextcue", {"nextcue": cue_id}
+            )
+        ops.append(op)
+    return ops
+
+
+def _timeit(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _raw_baseline(path: Path, events: list[Event], batch: int) -> float:
+    """Raw sqlite3: same table, same pragmas, same rows, one executemany per transaction."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, ts FLOAT NOT NULL, type TEXT NOT NULL, "
+        "action TEXT NOT NULL, sender TEXT NOT NULL, target TEXT NOT NULL, data TEXT, "
+        "origin TEXT NOT NULL, origin_seq INTEGER NOT NULL)"
+    )
+    conn.execute("CREATE UNIQUE INDEX events_op_id ON events (origin, origin_seq)")
+    conn.execute("CREATE INDEX events_ts ON events (ts)")
+    sql = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+    def go() -> None:
+        for start in range(0, len(events), batch):
+            rows = [_event_to_row(e) for e in events[start : start + batch]]
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+
+    elapsed = _timeit(go)
+    conn.close()
+    return len(events) / elapsed
+
+
+def _cuelog_append(path: Path, subs: list[Submission], batch: int) -> float:
+    with EventLog.open(path) as elog:
+
+        def go() -> None:
+            for start in range(0, len(subs), batch):
+                elog.append_batch(subs[start : start + batch])
+
+        elapsed = _timeit(go)
+    return len(subs) / elapsed
+
+
+def bench_append(scratch: Path, quick: bool) -> list[Figures]:
+    counts = {1: 200, 10: 1000, 100: 10000, 1000: 40000}
+    if quick:
+        counts = {1: 60, 10: 300, 100: 3000, 1000: 10000}
+    rows: list[Figures] = []
+    for batch, count in counts.items():
+        ops = show_ops(count)
+        subs = [Submission(op, OpId(op.sender, i + 1)) for i, op in enumerate(ops)]
+        events = [
+            Event(i + 1, 1.7e9 + i, "bench", op, OpId(op.sender, i + 1)) for i, op in enumerate(ops)
+        ]
+        raw = _raw_baseline(scratch / f"raw-{batch}.db", events, batch)
+        ours = _cuelog_append(scratch / f"cuelog-{batch}.db", subs, batch)
+        rows.append(
+            {
+                "batch": batch,
+                "events": count,
+                "cuelog_ev_s": ours,
+                "raw_ev_s": raw,
+                "ratio": ours / raw,
+            }
+        )
+    return rows
+
+
+def bench_fold(quick: bool) -> Figures:
+    count = 100_000 if quick else 300_000
+    ops = show_ops(count)
+    events = [Event(i + 1, 1.7e9, "bench", op, OpId(op.sender, i + 1)) for i, op in enumerate(ops)]
+    best = min(_timeit(lambda: fold(events)) for _ in range(3))
+    return {"events": count, "fold_ev_s": count / best}
+
+
+def build_big_log(path: Path, count: int, snapshot_every: int = 1000) -> None:
+    """A `count`-event log with snapshots, built through the replica path in big batches."""
+    ops = show_ops(10_000)
+    with EventLog.open(path, synchronous="OFF", snapshot_every=snapshot_every) as elog:
+        bar = tqdm(total=count, unit="ev", desc="building log", disable=not sys.stderr.isatty())
+        seq = 0
+        while seq < count:
+            n = min(10_000, count - seq)
+            batch = [
+                Event(
+                    seq + i + 1,
+                    1.7e9 + (seq + i) / 1000,
+                    elog.log_id,
+                    ops[i],
+                    OpId("b", seq + i + 1),
+                )
+                for i in range(n)
+            ]
+            elog.append_events(batch)
+            seq += n
+            bar.update(n)
+        bar.close()
+
+
+def bench_state_at(scratch: Path, quick: bool) -> Figures:
+    count = 100_000 if quick else 1_000_000
+    path = scratch / "big.db"
+    build = _timeit(lambda: build_big_log(path, count))
+    rng = random.Random(11)
+    times: list[float] = []
+    with EventLog.open(path, readonly=True) as elog:
+        for seq in [rng.randint(1, count) for _ in range(30)]:
+            start = time.perf_counter()
+            elog.state_at(seq)
+            times.append(time.perf_counter() - start)
+    size = os.path.getsize(path)
+    return {
+        "events": count,
+        "build_s": build,
+        "file_mb": size / 1e6,
+        "state_at_p50_s": statistics.median(times),
+        "state_at_max_s": max(times),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="cuelog-bench-", dir=args.dir) as tmp:
+        scratch = Path(tmp)
+        figures: Figures = {"suite": "log", "quick": args.quick}
+        print("durable append (synchronous=FULL, WAL) vs raw sqlite3 executemany:", file=sys.stderr)
+        figures["append"] = bench_append(scratch, args.quick)
+        figures["fold"] = bench_fold(args.quick)
+        figures["state_at"] = bench_state_at(scratch, args.quick)
+    if args.json:
+        print(dumps(figures).decode())
+        return 0
+    print(f"{'batch':>6} {'events':>7} {'cuelog ev/s':>12} {'raw ev/s':>10} {'ratio':>6}")
+    for row in figures["append"]:
+        print(
+            f"{row['batch']:>6} {row['events']:>7} {row['cuelog_ev_s']:>12,.0f} "
+            f"{row['raw_ev_s']:>10,.0f} {row['ratio']:>6.2f}"
+        )
+    print("target: ratio >= 0.50 at batch 100")
+    f = figures["fold"]
+    print(f"\nfold: {f['fold_ev_s']:,.0f} events/s over {f['events']:,} events (target >= 200,000)")
+    s = figures["state_at"]
+    print(
+        f"\nstate at a random seq of a {s['events']:,}-event log ({s['file_mb']:.0f} MB, "
+        f"built in {s['build_s']:.1f} s): p50 {s['state_at_p50_s'] * 1000:.1f} ms, "
+        f"max {s['state_at_max_s'] * 1000:.1f} ms (target < 500 ms)"
+    )
+    return 0
