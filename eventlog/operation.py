@@ -40,6 +40,9 @@ class OperationType(Enum):
     COMMAND = "command"
     STATUS = "status"
 
+    # Members are singletons: identity hashing (in C) keeps the hot paths fast.
+    __hash__ = object.__hash__
+
 
 class ActionType(Enum):
     """What the operation does to it (upstream names and values)."""
@@ -47,6 +50,8 @@ class ActionType(Enum):
     ADD = "add"
     REMOVE = "remove"
     UPDATE = "update"
+
+    __hash__ = object.__hash__
 
 
 ALLOWED_ACTIONS: Final[dict[OperationType, frozenset[ActionType]]] = {
@@ -110,9 +115,14 @@ class Submission:
 
 
 def _str_field(raw: Mapping[str, Any], name: str, max_len: int) -> str:
-    value = raw[name]
-    if not isinstance(value, str):
-        raise ValidationError(name, "not-a-string", f"must be a string, got {_kind(value)}")
+    return _check_str(name, raw[name], max_len)
+
+
+def _check_str(name: str, value: Any, max_len: int) -> str:
+    if type(value) is not str:
+        if not isinstance(value, str):
+            raise ValidationError(name, "not-a-string", f"must be a string, got {_kind(value)}")
+        value = str(value)
     if not value:
         raise ValidationError(name, "empty", "must not be empty")
     if len(value) > max_len:
@@ -121,8 +131,10 @@ def _str_field(raw: Mapping[str, Any], name: str, max_len: int) -> str:
         )
     if _CONTROL.search(value):
         raise ValidationError(name, "control-character", "must not contain control characters")
-    _check_utf8(name, value)
-    return value
+    if not value.isascii():
+        _check_utf8(name, value)
+    result: str = value
+    return result
 
 
 def _check_utf8(where: str, value: str) -> None:
@@ -157,33 +169,43 @@ def check_json_value(value: Any, where: str = "data", depth: int = 0) -> int:
 
     Raises `ValidationError` naming the path (``data.cues[3].offset``) and the rule.
     """
-    if depth > MAX_DEPTH:
-        raise ValidationError(where, "too-deep", f"nests deeper than {MAX_DEPTH} levels")
-    if value is None or isinstance(value, bool):
-        return 5
-    if isinstance(value, int):
+    kind = type(value)
+    if kind is str:
+        if not value.isascii():
+            _check_utf8(where, value)
+        return len(value) + 2
+    if kind is int:
         if not _INT_MIN <= value <= _INT_MAX:
             raise ValidationError(where, "int-out-of-range", "integer does not fit in 64 bits")
         return 20
-    if isinstance(value, float):
+    if value is None or kind is bool:
+        return 5
+    if kind is float:
         if not math.isfinite(value):
             raise ValidationError(where, "not-finite", f"must be a finite number, got {value}")
         return 24
-    if isinstance(value, str):
-        _check_utf8(where, value)
-        return len(value) + 2
-    if isinstance(value, list | tuple):
+    if depth >= MAX_DEPTH:
+        raise ValidationError(where, "too-deep", f"nests deeper than {MAX_DEPTH} levels")
+    if kind is dict:
+        size = 2
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ValidationError(where, "non-string-key", f"has a key that is {_kind(key)}")
+            if not key.isascii():
+                _check_utf8(f"{where}.{key}", key)
+            item_kind = type(item)
+            # flat values inline: most operations carry a small flat object
+            if item_kind is str and item.isascii():
+                size += len(key) + len(item) + 6
+            elif item_kind is int and _INT_MIN <= item <= _INT_MAX:
+                size += len(key) + 24
+            else:
+                size += len(key) + 4 + check_json_value(item, f"{where}.{key}", depth + 1)
+        return size
+    if kind is list or kind is tuple:
         size = 2
         for i, item in enumerate(value):
             size += check_json_value(item, f"{where}[{i}]", depth + 1) + 1
-        return size
-    if isinstance(value, Mapping):
-        size = 2
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValidationError(where, "non-string-key", f"has a key that is {_kind(key)}")
-            _check_utf8(f"{where}.{key}", key)
-            size += len(key) + 4 + check_json_value(item, f"{where}.{key}", depth + 1)
         return size
     raise ValidationError(
         where,
@@ -264,10 +286,21 @@ def validate_operation(raw: Any) -> Operation:
     """Turn untrusted decoded JSON into an `Operation`, or raise `ValidationError`.
 
     Accepts a mapping with exactly the upstream keys (an ``op_id`` key is tolerated and
-    ignored here; see `validate_submission`).
+    ignored here; see `validate_submission`), or an `Operation` built by hand, which is checked
+    by the same rules and returned as is when it passes.
     """
     if isinstance(raw, Operation):
-        raw = raw.to_wire()
+        op_type, action = raw.type, raw.action
+        if type(op_type) is not OperationType or type(action) is not ActionType:
+            return validate_operation(
+                {
+                    **raw.to_wire(),
+                    "type": getattr(op_type, "value", op_type),
+                    "action": getattr(action, "value", action),
+                }
+            )
+        _check_parts(op_type, action, raw.sender, raw.target, raw.data)
+        return raw
     if not isinstance(raw, Mapping):
         raise ValidationError(
             "$", "not-an-object", f"an operation must be a JSON object, got {_kind(raw)}"
@@ -283,29 +316,39 @@ def validate_operation(raw: Any) -> Operation:
                 f"is not a field of an operation (allowed: {', '.join(_FIELDS)}, op_id)",
             )
     type_raw, action_raw = raw["type"], raw["action"]
-    op_type = _TYPES.get(type_raw) if isinstance(type_raw, str) else None
-    if op_type is None:
+    found_type = _TYPES.get(type_raw) if isinstance(type_raw, str) else None
+    if found_type is None:
         raise ValidationError(
             "type", "unknown-type", f"{type_raw!r} is not one of {', '.join(sorted(_TYPES))}"
         )
-    action = _ACTIONS.get(action_raw) if isinstance(action_raw, str) else None
-    if action is None:
+    found_action = _ACTIONS.get(action_raw) if isinstance(action_raw, str) else None
+    if found_action is None:
         raise ValidationError(
             "action",
             "unknown-action",
             f"{action_raw!r} is not one of {', '.join(sorted(_ACTIONS))}",
         )
+    data = raw["data"]
+    if data is not None and isinstance(data, Mapping):
+        data = dict(data)
+    sender, target = raw["sender"], raw["target"]
+    _check_parts(found_type, found_action, sender, target, data)
+    return Operation(found_type, found_action, sender, target, data)
+
+
+def _check_parts(
+    op_type: OperationType, action: ActionType, sender: Any, target: Any, data: Any
+) -> None:
     if action not in ALLOWED_ACTIONS[op_type]:
         raise ValidationError(
             "action",
             "action-not-allowed",
             f"{action.value!r} is not allowed for type {op_type.value!r}",
         )
-    sender = _str_field(raw, "sender", MAX_SENDER_LEN)
-    target = _str_field(raw, "target", MAX_TARGET_LEN)
-    data = raw["data"]
+    _check_str("sender", sender, MAX_SENDER_LEN)
+    _check_str("target", target, MAX_TARGET_LEN)
     if data is not None:
-        if not isinstance(data, Mapping):
+        if type(data) is not dict:
             raise ValidationError(
                 "data", "not-an-object", f"must be an object or null, got {_kind(data)}"
             )
@@ -314,14 +357,22 @@ def validate_operation(raw: Any) -> Operation:
             raise ValidationError(
                 "data", "too-large", f"is about {size} bytes, the limit is {MAX_DATA_BYTES}"
             )
-        data = dict(data)
     _check_semantics(op_type, action, target, data)
-    return Operation(op_type, action, sender, target, data)
 
 
 def validate_op_id(raw: Any) -> OpId:
     """Turn a wire ``op_id`` (``[origin, origin_seq]``) into an `OpId`."""
-    if isinstance(raw, OpId):
+    if type(raw) is OpId:
+        origin, origin_seq = raw.origin, raw.origin_seq
+        if (
+            type(origin) is str
+            and type(origin_seq) is int
+            and origin
+            and origin.isascii()
+            and len(origin) <= MAX_ORIGIN_LEN
+            and 1 <= origin_seq <= _INT_MAX
+        ):
+            return raw
         raw = raw.to_wire()
     if not isinstance(raw, list | tuple) or len(raw) != 2:
         raise ValidationError("op_id", "bad-op-id", "must be [origin, origin_seq]")
@@ -347,9 +398,11 @@ def validate_op_id(raw: Any) -> OpId:
 def validate_submission(raw: Any) -> Submission:
     """Validate a wire operation that may carry ``op_id``."""
     if isinstance(raw, Submission):
-        return Submission(
-            validate_operation(raw.op), None if raw.op_id is None else validate_op_id(raw.op_id)
-        )
+        op = validate_operation(raw.op)
+        op_id = None if raw.op_id is None else validate_op_id(raw.op_id)
+        if op is raw.op and op_id is raw.op_id:
+            return raw
+        return Submission(op, op_id)
     op = validate_operation(raw)
     op_id_raw = raw.get("op_id") if isinstance(raw, Mapping) else None
     return Submission(op, None if op_id_raw is None else validate_op_id(op_id_raw))

@@ -89,8 +89,8 @@ def _event_to_row(event: Event) -> tuple[Any, ...]:
     return (
         event.seq,
         event.ts,
-        op.type.value,
-        op.action.value,
+        op.type._value_,
+        op.action._value_,
         op.sender,
         op.target,
         None if op.data is None else dumps(op.data).decode(),
@@ -390,23 +390,22 @@ class EventLog:
             except sqlite3.DatabaseError as exc:
                 raise _file_error(self.path, exc) from None
 
-    def _existing(self, subs: Sequence[Submission]) -> dict[OpId, int]:
-        by_origin: dict[str, list[int]] = {}
-        for sub in subs:
-            if sub.op_id is not None:
-                by_origin.setdefault(sub.op_id.origin, []).append(sub.op_id.origin_seq)
-        found: dict[OpId, int] = {}
-        for origin, numbers in by_origin.items():
-            for start in range(0, len(numbers), _MAX_PARAMS):
-                chunk = numbers[start : start + _MAX_PARAMS]
-                marks = ",".join("?" * len(chunk))
-                rows = self._conn.execute(
-                    f"SELECT origin_seq, seq FROM events WHERE origin = ? "
-                    f"AND origin_seq IN ({marks})",
-                    (origin, *chunk),
-                )
-                for origin_seq, seq in rows:
-                    found[OpId(origin, origin_seq)] = seq
+    def _existing(self, subs: Sequence[Submission]) -> dict[tuple[str, int], int]:
+        """Seqs of the op_ids in `subs` that are already in the log: one query per chunk."""
+        keys = [(sub.op_id.origin, sub.op_id.origin_seq) for sub in subs if sub.op_id is not None]
+        found: dict[tuple[str, int], int] = {}
+        step = _MAX_PARAMS // 2
+        for start in range(0, len(keys), step):
+            chunk = keys[start : start + step]
+            marks = ",".join(["(?, ?)"] * len(chunk))
+            params = [part for key in chunk for part in key]
+            rows = self._conn.execute(
+                f"SELECT e.origin, e.origin_seq, e.seq FROM (VALUES {marks}) AS v "
+                "JOIN events AS e ON e.origin = v.column1 AND e.origin_seq = v.column2",
+                params,
+            )
+            for origin, origin_seq, seq in rows:
+                found[(origin, origin_seq)] = seq
         return found
 
     def _append_locked(self, subs: Sequence[Submission]) -> AppendResult:
@@ -423,13 +422,16 @@ class EventLog:
             head = self._head
             for sub in subs:
                 op_id = sub.op_id
-                if op_id is not None and op_id in known:
-                    seqs.append(known[op_id])
-                    continue
-                head += 1
-                if op_id is None:
+                if op_id is not None:
+                    key = (op_id.origin, op_id.origin_seq)
+                    if key in known:
+                        seqs.append(known[key])
+                        continue
+                    head += 1
+                    known[key] = head
+                else:
+                    head += 1
                     op_id = OpId("~" + self.log_id, head)
-                known[op_id] = head
                 event = Event(head, ts, self.log_id, sub.op, op_id)
                 events.append(event)
                 seqs.append(head)
