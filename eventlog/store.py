@@ -483,17 +483,18 @@ class EventLog:
 
     # ------------------------------------------------------------------ replica side
 
-    def append_events(self, events: Sequence[Event]) -> None:
+    def append_events(self, events: Sequence[Event]) -> list[str | None]:
         """Store events made by another log (a replica following its controller).
 
-        They must carry this log's id and continue its sequence without a hole.
+        They must carry this log's id and continue its sequence without a hole. Returns, for
+        each event, why the reducer treated it as a no-op (``None`` when applied).
         """
         with self._lock:
             self._check_open()
             if self.readonly or self._state is None:
                 raise UsageError(f"log {self.path} is open read-only")
             if not events:
-                return
+                return []
             expected = self._head + 1
             for event in events:
                 if event.log_id != self.log_id:
@@ -511,8 +512,7 @@ class EventLog:
                         f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [_event_to_row(e) for e in events],
                     )
-                    for event in events:
-                        apply(state, event)
+                    reasons = [apply(state, event) for event in events]
                     if state.seq - self._last_snapshot_seq >= self.snapshot_every:
                         self._write_snapshot(take(state, events[-1].ts))
                         self._last_snapshot_seq = state.seq
@@ -520,6 +520,7 @@ class EventLog:
                 self._recover_after_failure()
                 raise
             self._head = events[-1].seq
+            return reasons
 
     def reset(self, log_id: str, snapshot: Snapshot | None) -> None:
         """Throw away everything and start over as a replica of `log_id` at `snapshot`.

@@ -1,0 +1,361 @@
+"""The seed-compatible API: engine code written against upstream's comms layer keeps working.
+
+`NodeOperation`, `OperationType`, `ActionType`, `AsyncCommsThread`, `NodesHub` and
+`NodeCommunications` keep upstream's names, arguments and JSON. Underneath, every call goes
+through the log: a `NodeCommunications` is a full replica (``state``, ``applied_seq``,
+``digest``) whose sends are queued in a bounded outbox, retried until acknowledged, and
+return a future of their seq instead of being fire-and-forget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from eventlog import ActionType, Operation, OperationType, State, validate_operation
+
+if TYPE_CHECKING:
+    from replicas.controller import Controller
+    from replicas.node import NodeReplica
+
+log = logging.getLogger("cuelog.compat")
+
+#: upstream's default timeout (seconds) for `AsyncCommsThread.run_coroutine`
+TIMEOUT: Final = 15.0
+#: nodes send cue progress at most this often per cue (upstream's Tier-1 throttle)
+CUE_STATUS_UPDATE_HZ: Final = 2
+
+__all__ = [
+    "CUE_STATUS_UPDATE_HZ",
+    "TIMEOUT",
+    "ActionType",
+    "AsyncCommsThread",
+    "NodeCommunications",
+    "NodeOperation",
+    "NodesHub",
+    "OperationType",
+]
+
+
+@dataclass
+class NodeOperation:
+    """An operation from/to a node, with upstream's fields and JSON (``op.__dict__()``)."""
+
+    type: OperationType
+    action: ActionType
+    sender: str
+    target: str
+    data: dict[str, Any] | None = None
+
+    def duplicate(self) -> NodeOperation:
+        return NodeOperation(
+            self.type, self.action, self.sender, self.target, self.data if self.data else {}
+        )
+
+    @staticmethod
+    def from_message(message: Any) -> NodeOperation:
+        """From anything with a ``data`` dict in upstream's wire form (or that dict itself)."""
+        data = message if isinstance(message, dict) else message.data
+        return NodeOperation.from_operation(
+            validate_operation(
+                {key: data.get(key) for key in ("type", "action", "sender", "target", "data")}
+            )
+        )
+
+    @staticmethod
+    def from_operation(op: Operation) -> NodeOperation:
+        return NodeOperation(op.type, op.action, op.sender, op.target, op.data)
+
+    def to_operation(self) -> Operation:
+        """The validated core operation (raises `ValidationError`)."""
+        return validate_operation(self.to_wire())
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "type": self.type.value,
+            "action": self.action.value,
+            "sender": self.sender,
+            "target": self.target,
+            "data": self.data,
+        }
+
+    def __dict__(self) -> dict[str, Any]:  # type: ignore[override]
+        return self.to_wire()
+
+    def __str__(self) -> str:
+        what = "out" if not self.data else ""
+        return (
+            f"{type(self).__name__} by {self.sender}: {self.action.value} on "
+            f"{self.type.value} {self.target} (with{what} data)"
+        )
+
+
+def _as_operation(operation: NodeOperation | Operation) -> Operation:
+    if isinstance(operation, Operation):
+        return operation
+    return operation.to_operation()
+
+
+class AsyncCommsThread(threading.Thread):
+    """A daemon thread running an asyncio loop; subclasses return their tasks from
+    `create_all_tasks`. Other threads call into the loop with `run_coroutine`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.thread_name: str = kwargs.get("thread_name", type(self).__name__)
+        super().__init__(name=self.thread_name, daemon=True)
+        self.name = f"AsyncComms-{self.thread_name}"
+        self.timeout: float = kwargs.get("timeout", TIMEOUT)
+        self.stop_requested = False
+        self.send_contexts: list[Any] = []
+        self.event_loop: asyncio.AbstractEventLoop | None = None
+        self.loop_ready = threading.Event()
+
+    def run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.event_loop = loop
+        asyncio.set_event_loop(loop)
+        main = loop.create_task(self.run_asyncio_comms())
+        self.loop_ready.set()
+        try:
+            loop.run_until_complete(main)
+        except asyncio.CancelledError:
+            log.debug("%s stopped", self.name)
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def stop(self) -> None:
+        """Ask the loop to cancel its tasks and end (from any thread; does not wait)."""
+        self.stop_requested = True
+        loop = self.event_loop
+        if loop is not None and self.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(self.stop_async(), loop)
+            except RuntimeError as exc:
+                log.debug("%s already stopping: %s", self.name, exc)
+
+    async def stop_async(self) -> None:
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def run_asyncio_comms(self) -> None:
+        tasks = self.create_all_tasks()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for i, result in enumerate(results):
+            if isinstance(result, Exception):
+                log.error("%s task %d failed: %s: %s", self.name, i, type(result).__name__, result)
+
+    def create_all_tasks(self) -> list[asyncio.Task[Any]]:
+        raise NotImplementedError("create_all_tasks is not implemented")
+
+    def run_coroutine(
+        self,
+        coroutine: Callable[[Any], Coroutine[Any, Any, Any]],
+        message: Any,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run ``coroutine(message)`` on this thread's loop and wait for its result."""
+        if not self.event_loop:
+            raise AttributeError(f"{self.name} event loop is not initialized")
+        if not asyncio.iscoroutinefunction(coroutine):
+            raise TypeError(f"{self.name} parameter coroutine is not a coroutine function")
+        wait = self.timeout if timeout is None else timeout
+        future = asyncio.run_coroutine_threadsafe(coroutine(message), self.event_loop)
+        try:
+            return future.result(timeout=None if wait == -1 else wait)
+        except BaseException:
+            future.cancel()
+            raise
+
+
+class NodesHub:
+    """Upstream's hub, backed by the log: LISTENER runs a controller, DIALER a node replica."""
+
+    class Mode(Enum):
+        LISTENER = "listener"
+        DIALER = "dialer"
+
+    def __init__(
+        self,
+        hub_address: str,
+        mode: NodesHub.Mode = Mode.LISTENER,
+        *,
+        node_id: str = "controller",
+        db: str | Path | None = None,
+        **options: Any,
+    ) -> None:
+        from replicas.controller import Controller
+        from replicas.node import NodeReplica
+
+        self.address = hub_address
+        self.mode = mode
+        self.node_id = node_id
+        self._on_operation_received: dict[OperationType, Callable[..., Any]] | None = None
+        self.controller: Controller | None = None
+        self.replica: NodeReplica | None = None
+        if mode is NodesHub.Mode.LISTENER:
+            self.controller = Controller(
+                db if db is not None else ":memory:", hub_address, **options
+            )
+        else:
+            self.replica = NodeReplica(node_id, hub_address, db=db, **options)
+
+    def set_receive_callbacks(self, callback_dict: dict[OperationType, Callable[..., Any]]) -> None:
+        """Callbacks per operation type, called with a `NodeOperation` for every committed
+        event of that type (controller side). On a node, COMMAND goes to the command callback."""
+        self._on_operation_received = callback_dict
+        if self.controller is not None:
+            self.controller.callbacks = callback_dict
+
+    async def start(self) -> None:
+        if self.controller is not None:
+            await self.controller.run()
+        elif self.replica is not None:
+            await self.replica.run()
+
+    async def start_message_receiver(self) -> None:
+        """Kept for upstream code: receiving is part of `start`; this returns at once."""
+
+    async def send_operation(self, operation: NodeOperation | Operation) -> int:
+        """Append an operation through the log; returns its seq once committed."""
+        op = _as_operation(operation)
+        if self.controller is not None:
+            return (await self.controller.append_local([op]))[0]
+        assert self.replica is not None
+        return await asyncio.wrap_future(self.replica.submit(op))
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+        if self.replica is not None:
+            self.replica.stop()
+
+
+class NodeCommunications(AsyncCommsThread):
+    """A node engine's comms: a full replica of the show log plus a safe outbox.
+
+    ``command_callback(command_name, value, address)`` runs once per live command, on its own
+    thread, started in seq order. Sends never block on the network: they return a
+    `concurrent.futures.Future` of the op's seq (``.result(timeout)`` to wait) and raise
+    `OutboxFull` when the controller has not acknowledged too many.
+    """
+
+    def __init__(
+        self,
+        hub_address: str,
+        node_id: str,
+        command_callback: Callable[[str, Any, str], Any] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        self.node_id = node_id
+        options.setdefault("cue_status_hz", CUE_STATUS_UPDATE_HZ)
+        self.nng_hub = NodesHub(
+            hub_address,
+            NodesHub.Mode.DIALER,
+            node_id=node_id,
+            command_callback=command_callback,
+            **options,
+        )
+        assert self.nng_hub.replica is not None
+        self.replica: NodeReplica = self.nng_hub.replica
+
+    # views -------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self.replica.state
+
+    @property
+    def applied_seq(self) -> int:
+        return self.replica.applied_seq
+
+    @property
+    def digest(self) -> str:
+        return self.replica.digest
+
+    # lifecycle ---------------------------------------------------------------------------
+
+    def set_command_callback(self, callback: Callable[[str, Any, str], Any]) -> None:
+        self.replica.commands.callback = callback
+
+    def create_all_tasks(self) -> list[asyncio.Task[Any]]:
+        return [asyncio.ensure_future(self.nng_hub.start())]
+
+    def stop(self) -> None:
+        self.replica.stop()
+        super().stop()
+
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        """Block until this replica has caught up with the controller once."""
+        return self.replica.synced.wait(timeout)
+
+    # sending -----------------------------------------------------------------------------
+
+    def send_operation(
+        self, operation: NodeOperation | Operation, timeout: float | None = None
+    ) -> concurrent.futures.Future[int]:
+        """Queue an operation (never blocks on the network); the future gives its seq.
+
+        ``timeout`` is accepted for upstream compatibility; wait with ``.result(timeout)``.
+        """
+        return self.replica.submit(_as_operation(operation))
+
+    def _op(
+        self, op_type: OperationType, action: ActionType, target: str, data: dict[str, Any] | None
+    ) -> Operation:
+        return validate_operation(Operation(op_type, action, self.node_id, target, data))
+
+    def add_player(
+        self, player_id: str, data: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> concurrent.futures.Future[int]:
+        return self.send_operation(
+            self._op(OperationType.PLAYER, ActionType.ADD, player_id, data or None)
+        )
+
+    def remove_player(
+        self, player_id: str, timeout: float | None = None
+    ) -> concurrent.futures.Future[int]:
+        return self.send_operation(
+            self._op(OperationType.PLAYER, ActionType.REMOVE, player_id, None)
+        )
+
+    def add_cue(
+        self, cue_id: str, offset: str, timeout: float | None = None
+    ) -> concurrent.futures.Future[int]:
+        return self.send_operation(
+            self._op(OperationType.CUE, ActionType.ADD, cue_id, {"id": cue_id, "offset": offset})
+        )
+
+    def remove_cue(
+        self, cue_id: str, timeout: float | None = None
+    ) -> concurrent.futures.Future[int]:
+        return self.send_operation(
+            self._op(OperationType.CUE, ActionType.REMOVE, cue_id, {"id": cue_id})
+        )
+
+    def update_nextcue(
+        self, cue_id: str, timeout: float | None = None
+    ) -> concurrent.futures.Future[int]:
+        return self.send_operation(
+            self._op(OperationType.STATUS, ActionType.UPDATE, "nextcue", {"nextcue": cue_id})
+        )
+
+    def update_cue(
+        self, cue_id: str, percentage: int, timeout: float | None = None
+    ) -> concurrent.futures.Future[int]:
+        """Cue progress, coalesced per cue to `CUE_STATUS_UPDATE_HZ` (latest value wins)."""
+        op = self._op(
+            OperationType.CUE, ActionType.UPDATE, cue_id, {"id": cue_id, "percentage": percentage}
+        )
+        return self.replica.submit_coalesced(f"cue:{cue_id}", op)

@@ -1,0 +1,357 @@
+"""The controller process: NNG sockets and asyncio tasks around `ControllerCore`.
+
+One address: a REP socket on it answers node requests (hello, submit, fetch, beat, status);
+a PUB socket on the derived address (`protocol.events_address`) streams batched event frames
+and idle heartbeats. Group commit: every submit that arrives while a commit runs goes into the
+next one. SQLite work runs in worker threads so the event loop keeps serving; a slow or dead
+node costs the controller nothing but a bounded socket buffer (NNG PUB drops for slow
+subscribers; the node repairs the gap by fetching).
+
+Everything is owned by one `asyncio.TaskGroup`; `stop()` (or Ctrl-C) cancels it and the
+sockets are closed before the interpreter exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import pynng
+
+from eventlog import (
+    DEFAULT_SNAPSHOT_EVERY,
+    Event,
+    EventLog,
+    InputError,
+    Operation,
+    OperationType,
+    Submission,
+    dumps,
+)
+from eventlog.store import Synchronous
+from replicas import protocol
+from replicas.compat import NodeOperation
+from replicas.protocol import ProtocolError
+from replicas.sequencer import DEFAULT_NODE_TIMEOUT, DEFAULT_TAIL_LIMIT, ControllerCore, Prepared
+
+log = logging.getLogger("cuelog.controller")
+
+DEFAULT_LISTEN: Final = "tcp://127.0.0.1:9093"
+HEARTBEAT_INTERVAL: Final = 0.1
+WORKERS: Final = 16
+
+OperationCallbacks = dict[OperationType, Callable[[NodeOperation], Any]]
+
+
+class CallbackRunner:
+    """Runs user callbacks for committed events on one thread, in seq order, off the loop."""
+
+    def __init__(self, callbacks: OperationCallbacks, name: str) -> None:
+        self.callbacks = callbacks
+        self._queue: queue.Queue[Event | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def push(self, events: list[Event]) -> None:
+        for event in events:
+            if event.op.type in self.callbacks:
+                self._queue.put(event)
+
+    def _run(self) -> None:
+        while True:
+            event = self._queue.get()
+            if event is None:
+                return
+            callback = self.callbacks[event.op.type]
+            try:
+                result = callback(NodeOperation.from_operation(event.op))
+                if asyncio.iscoroutine(result):
+                    asyncio.run(result)
+            except Exception:
+                log.exception("operation callback failed", extra={"seq": event.seq})
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+
+class Controller:
+    """The controller: log, sequencer, publisher, catch-up and liveness on one address."""
+
+    def __init__(
+        self,
+        db: str | Path,
+        listen: str = DEFAULT_LISTEN,
+        *,
+        node_timeout: float = DEFAULT_NODE_TIMEOUT,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        tail_limit: int = DEFAULT_TAIL_LIMIT,
+        synchronous: Synchronous = "FULL",
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        node_operation_callback: OperationCallbacks | None = None,
+    ) -> None:
+        protocol.check_address(listen)
+        self.db = str(db)
+        self.listen = listen
+        self.events_listen = protocol.events_address(listen)
+        self.node_timeout = node_timeout
+        self.snapshot_every = snapshot_every
+        self.tail_limit = tail_limit
+        self.synchronous = synchronous
+        self.heartbeat_interval = heartbeat_interval
+        self.callbacks = node_operation_callback or {}
+        self.core: ControllerCore | None = None
+        self.ready = asyncio.Event()
+        self._queue: list[tuple[Prepared, asyncio.Future[dict[str, Any]]]] = []
+        self._wake = asyncio.Event()
+        self._last_publish = 0.0
+        self._pub: pynng.Pub0 | None = None
+        self._settling: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.stats = {"commits": 0, "events": 0, "requests": 0, "bad_requests": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Serve until cancelled (or `stop`). Opens the log and the sockets; closes them."""
+        self._task = asyncio.current_task()
+        elog = await asyncio.to_thread(
+            EventLog.open,
+            self.db,
+            snapshot_every=self.snapshot_every,
+            synchronous=self.synchronous,
+        )
+        reader = (
+            elog
+            if self.db == ":memory:"
+            else await asyncio.to_thread(EventLog.open, self.db, readonly=True)
+        )
+        self.core = ControllerCore(
+            elog,
+            reader,
+            node_timeout=self.node_timeout,
+            tail_limit=self.tail_limit,
+            now=time.time(),
+        )
+        runner = CallbackRunner(self.callbacks, "cuelog-callbacks") if self.callbacks else None
+        rep = pynng.Rep0(recv_max_size=protocol.NNG_MAX_BYTES)
+        pub = pynng.Pub0(send_buffer_size=1024)
+        contexts: list[Any] = []
+        try:
+            rep.listen(self.listen)
+            pub.listen(self.events_listen)
+            self._pub = pub
+            log.info(
+                "controller serving log %s at seq %d on %s (events on %s), file %s",
+                elog.log_id,
+                elog.head,
+                self.listen,
+                self.events_listen,
+                self.db,
+                extra={"node": "controller", "seq": elog.head},
+            )
+            self.ready.set()
+            async with asyncio.TaskGroup() as tasks:
+                for _ in range(WORKERS):
+                    contexts.append(rep.new_context())
+                    tasks.create_task(self._serve(contexts[-1]))
+                tasks.create_task(self._committer(runner))
+                tasks.create_task(self._heartbeats())
+                tasks.create_task(self._liveness())
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._pub = None
+            close_all(contexts, rep, pub)
+            if runner is not None:
+                runner.close()
+            for _, fut in self._queue:
+                if not fut.done():
+                    fut.set_result(protocol.error("controller stopping", "stopping"))
+            if reader is not elog:
+                reader.close()
+            elog.close()
+            log.info("controller stopped", extra={"node": "controller", "seq": "-"})
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    # ------------------------------------------------------------------ requests
+
+    async def _serve(self, ctx: Any) -> None:
+        while True:
+            try:
+                msg = await ctx.arecv_msg()
+            except pynng.Closed:
+                return
+            raw = msg.bytes
+            reply = await self.handle(raw, msg.pipe)
+            try:
+                await ctx.asend(dumps(reply))
+            except pynng.Closed:
+                return
+            except pynng.NNGException as exc:
+                log.warning("could not reply: %s", exc)
+
+    async def handle(self, raw: bytes, pipe: Any = None) -> dict[str, Any]:
+        """One request in, one reply out. Bad input gets an error reply and a log line."""
+        core = self.core
+        assert core is not None
+        self.stats["requests"] += 1
+        now = time.time()
+        try:
+            msg = protocol.decode(raw)
+            kind = msg["k"]
+            if kind == "submit":
+                prepared = core.prepare_submit(msg)
+                if not prepared.subs:
+                    return {"k": "acks", "results": prepared.errors, "head": core.head}
+                return await self.enqueue(prepared)
+            if kind == "fetch":
+                return await asyncio.to_thread(core.fetch, msg, now)
+            if kind == "beat":
+                reply, ops = core.beat(msg, now)
+                if ops:
+                    self._enqueue_nowait(core.internal(ops))
+                node = protocol.node_id(msg)
+                info = core.nodes.get(node)
+                if info is not None and info.digest_match is None and node not in self._settling:
+                    self._settling.add(node)
+                    asyncio.get_running_loop().create_task(self._settle(node))
+                return reply
+            if kind == "hello":
+                return core.hello(msg, now)
+            if kind == "status":
+                return core.status(now)
+            raise ProtocolError(
+                f"unknown request kind {kind!r} (expected one of "
+                f"{', '.join(sorted(protocol.REQUEST_KINDS))})"
+            )
+        except InputError as exc:
+            self.stats["bad_requests"] += 1
+            where = _peer(pipe)
+            log.warning(
+                "bad request from %s: %s",
+                where,
+                exc,
+                extra={"node": "controller", "seq": core.head},
+            )
+            return protocol.error(str(exc))
+
+    async def _settle(self, node: str) -> None:
+        core = self.core
+        assert core is not None
+        try:
+            await asyncio.to_thread(core.settle_digest, node)
+        except Exception as exc:
+            log.debug("could not settle the digest of %s: %s", node, exc)
+        finally:
+            self._settling.discard(node)
+
+    def _enqueue_nowait(self, prepared: Prepared) -> asyncio.Future[dict[str, Any]]:
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._queue.append((prepared, fut))
+        self._wake.set()
+        return fut
+
+    async def enqueue(self, prepared: Prepared) -> dict[str, Any]:
+        return await self._enqueue_nowait(prepared)
+
+    async def append_local(self, ops: list[Operation]) -> list[int]:
+        """Append operations made by the controller itself (the operator's commands)."""
+        core = self.core
+        assert core is not None
+        reply = await self.enqueue(core.internal([Submission(op) for op in ops]))
+        if reply.get("k") != "acks":
+            raise InputError(reply.get("error", "append failed"))
+        return [r["seq"] for r in reply["results"]]
+
+    # ------------------------------------------------------------------ commit & publish
+
+    async def _committer(self, runner: CallbackRunner | None) -> None:
+        core = self.core
+        assert core is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    committed = await asyncio.to_thread(
+                        core.commit, [prepared for prepared, _ in batch], time.time()
+                    )
+                except Exception as exc:
+                    log.exception("commit failed; nothing of this batch was appended")
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_result(protocol.error(f"commit failed: {exc}", "commit"))
+                    continue
+                for (_, fut), reply in zip(batch, committed.replies, strict=True):
+                    if not fut.done():
+                        fut.set_result(reply)
+                events = committed.result.events
+                if events:
+                    self.stats["commits"] += 1
+                    self.stats["events"] += len(events)
+                    log.debug(
+                        "committed %d events",
+                        len(events),
+                        extra={"node": "controller", "seq": events[-1].seq},
+                    )
+                for frame in committed.frames:
+                    await self._publish(dumps(frame))
+                if runner is not None and events:
+                    runner.push(events)
+
+    async def _publish(self, data: bytes) -> None:
+        pub = self._pub
+        if pub is None:
+            return
+        self._last_publish = time.monotonic()
+        try:
+            await pub.asend(data)
+        except pynng.NNGException as exc:
+            log.warning("publish failed: %s", exc)
+
+    async def _heartbeats(self) -> None:
+        core = self.core
+        assert core is not None
+        while True:
+            await asyncio.sleep(self.heartbeat_interval / 2)
+            if time.monotonic() - self._last_publish >= self.heartbeat_interval:
+                frame = protocol.heartbeat_frame(core.log_id, core.head, time.time())
+                await self._publish(dumps(frame))
+
+    async def _liveness(self) -> None:
+        core = self.core
+        assert core is not None
+        while True:
+            await asyncio.sleep(0.25)
+            ops = core.tick(time.time())
+            if ops:
+                self._enqueue_nowait(core.internal(ops))
+
+
+def close_all(contexts: list[Any], *sockets: Any) -> None:
+    """Close NNG contexts, then their sockets (a context outliving its socket complains)."""
+    for ctx in contexts:
+        with contextlib.suppress(pynng.NNGException):
+            ctx.close()
+    contexts.clear()
+    for sock in sockets:
+        sock.close()
+
+
+def _peer(pipe: Any) -> str:
+    if pipe is None:
+        return "a peer"
+    with contextlib.suppress(Exception):
+        return f"pipe {pipe.id} ({pipe.remote_address})"
+    return "a peer"

@@ -1,0 +1,532 @@
+"""The node replica process: NNG sockets and asyncio tasks around `ReplicaCore`.
+
+A node dials one controller address (REQ for hello/submit/fetch/beat, SUB on the derived
+event address), redials forever with backoff and says so in its log. It applies the event
+stream in order, pulls any hole, heartbeats ``(applied_seq, digest)``, and sends its own
+operations through a bounded outbox that retries until each op is acknowledged (op ids make
+retries safe). Commands the core says to fire go to the command callback on worker threads,
+started one at a time in seq order, so a GO that blocks for a whole cue never stalls
+receiving nor a later STOP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import pynng
+
+from eventlog import (
+    ActionType,
+    CuelogError,
+    Event,
+    EventLog,
+    Operation,
+    OperationType,
+    State,
+    dumps,
+    validate_operation,
+)
+from replicas import protocol
+from replicas.controller import close_all
+from replicas.protocol import ProtocolError
+from replicas.replica import DEFAULT_MAX_COMMAND_AGE, MemoryStore, ReplicaCore, ReplicaStore
+
+log = logging.getLogger("cuelog.node")
+
+BEAT_INTERVAL: Final = 0.25
+REQUEST_TIMEOUT: Final = 2.0
+OUTBOX_SIZE: Final = 10_000
+SUBMIT_BATCH: Final = 1000
+
+CommandCallback = Callable[[str, Any, str], Any]
+
+
+class OutboxFull(CuelogError):
+    """The node's outbox is full: the controller has not acknowledged enough operations."""
+
+
+class OperationRefused(CuelogError):
+    """The controller refused an operation (its validation error says why)."""
+
+    def __init__(self, detail: dict[str, Any]) -> None:
+        self.detail = detail
+        super().__init__(str(detail.get("error", detail)))
+
+
+class Outbox:
+    """Bounded, thread-safe FIFO of operations waiting for their acknowledgement."""
+
+    def __init__(self, node_id: str, maxsize: int, origin: str) -> None:
+        self.node_id = node_id
+        self.maxsize = maxsize
+        self.origin = origin
+        self._counter = 0
+        self._items: collections.deque[tuple[dict[str, Any], concurrent.futures.Future[int]]]
+        self._items = collections.deque()
+        self._lock = threading.Lock()
+        self.wake: Callable[[], None] = lambda: None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, op: Operation) -> concurrent.futures.Future[int]:
+        """Queue `op` (validated here, so a bad op fails in the caller, not later)."""
+        op = validate_operation(op)
+        future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        with self._lock:
+            if len(self._items) >= self.maxsize:
+                raise OutboxFull(
+                    f"node {self.node_id}: {len(self._items)} operations are waiting for the "
+                    "controller to acknowledge them (outbox full); is the controller reachable?"
+                )
+            self._counter += 1
+            wire = op.to_wire()
+            wire["op_id"] = [self.origin, self._counter]
+            self._items.append((wire, future))
+        self.wake()
+        return future
+
+    def peek(self, limit: int) -> list[tuple[dict[str, Any], concurrent.futures.Future[int]]]:
+        with self._lock:
+            return [self._items[i] for i in range(min(limit, len(self._items)))]
+
+    def drop(self, count: int) -> None:
+        with self._lock:
+            for _ in range(count):
+                self._items.popleft()
+
+
+class CommandDispatcher:
+    """Hands fired commands to the callback: each on its own thread, started in seq order."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.callback: CommandCallback | None = None
+        self._queue: queue.Queue[Event | None] = queue.Queue()
+        self._thread = threading.Thread(
+            target=self._run, name=f"cuelog-commands-{node_id}", daemon=True
+        )
+        self._thread.start()
+        self.fired = 0
+
+    def push(self, event: Event) -> None:
+        self._queue.put(event)
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        while True:
+            event = self._queue.get()
+            if event is None:
+                return
+            callback = self.callback
+            data = event.op.data or {}
+            name = event.op.target
+            extra = {"node": self.node_id, "seq": event.seq}
+            if callback is None:
+                log.warning("command %s: no command callback set", name, extra=extra)
+                continue
+            started = threading.Event()
+            value = data.get("value")
+            address = data.get("address", f"/engine/command/{name}")
+            self.fired += 1
+            log.info("firing command %s = %r", name, value, extra=extra)
+            threading.Thread(
+                target=self._call,
+                args=(callback, name, value, address, extra, started),
+                name=f"cuelog-command-{name}-{event.seq}",
+                daemon=True,
+            ).start()
+            started.wait()
+
+    @staticmethod
+    def _call(
+        callback: CommandCallback,
+        name: str,
+        value: Any,
+        address: Any,
+        extra: dict[str, Any],
+        started: threading.Event,
+    ) -> None:
+        started.set()
+        try:
+            callback(name, value, address)
+        except Exception:
+            log.exception("command callback for %s failed", name, extra=extra)
+
+
+class NodeReplica:
+    """A node: a full replica of the controller's log plus an outbox for its own operations."""
+
+    def __init__(
+        self,
+        node_id: str,
+        controller: str,
+        *,
+        db: str | Path | None = None,
+        command_callback: CommandCallback | None = None,
+        beat_interval: float = BEAT_INTERVAL,
+        request_timeout: float = REQUEST_TIMEOUT,
+        outbox_size: int = OUTBOX_SIZE,
+        max_command_age: float = DEFAULT_MAX_COMMAND_AGE,
+        cue_status_hz: float = 2.0,
+    ) -> None:
+        protocol.check_address(controller)
+        self.node_id = node_id
+        self.controller = controller
+        self.db = None if db is None else str(db)
+        self.beat_interval = beat_interval
+        self.request_timeout = request_timeout
+        self.max_command_age = max_command_age
+        self.cue_interval = 1.0 / cue_status_hz
+        self.outbox = Outbox(node_id, outbox_size, f"{node_id}/{uuid.uuid4().hex[:12]}")
+        self.commands = CommandDispatcher(node_id)
+        self.commands.callback = command_callback
+        self.core: ReplicaCore | None = None
+        self._elog: EventLog | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._fetch_wake = asyncio.Event()
+        self._outbox_wake = asyncio.Event()
+        self._coalesce: dict[str, tuple[Operation, list[concurrent.futures.Future[int]]]] = {}
+        self._last_sent: dict[str, float] = {}
+        self._reachable = False
+        self.started = threading.Event()
+        self.synced = threading.Event()
+
+    # ------------------------------------------------------------------ views (any thread)
+
+    @property
+    def state(self) -> State:
+        return self.core.state if self.core is not None else State()
+
+    @property
+    def applied_seq(self) -> int:
+        return self.core.applied if self.core is not None else 0
+
+    @property
+    def digest(self) -> str:
+        return self.core.digest() if self.core is not None else ""
+
+    def _extra(self) -> dict[str, Any]:
+        return {"node": self.node_id, "seq": self.applied_seq}
+
+    # ------------------------------------------------------------------ sending (any thread)
+
+    def submit(self, op: Operation) -> concurrent.futures.Future[int]:
+        """Queue an operation for the controller; the future gives its seq once committed.
+
+        Never blocks on the network. Raises `OutboxFull` when too many are unacknowledged and
+        `ValidationError` when the operation itself is invalid.
+        """
+        return self.outbox.put(op)
+
+    def submit_coalesced(self, key: str, op: Operation) -> concurrent.futures.Future[int]:
+        """Like `submit`, but at most `cue_status_hz` per key: a newer value replaces a held one."""
+        op = validate_operation(op)
+        if len(self.outbox) >= self.outbox.maxsize:
+            raise OutboxFull(f"node {self.node_id}: outbox full")
+        future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        loop = self._loop
+        if loop is None:
+            raise CuelogError(f"node {self.node_id} is not running")
+        loop.call_soon_threadsafe(self._coalesce_in_loop, key, op, future)
+        return future
+
+    def _coalesce_in_loop(
+        self, key: str, op: Operation, future: concurrent.futures.Future[int]
+    ) -> None:
+        now = time.monotonic()
+        held = self._coalesce.get(key)
+        if held is not None:
+            self._coalesce[key] = (op, [*held[1], future])
+            return
+        last = self._last_sent.get(key, -1e9)
+        if now - last >= self.cue_interval:
+            self._send_held(key, op, [future])
+            return
+        self._coalesce[key] = (op, [future])
+        assert self._loop is not None
+        self._loop.call_later(last + self.cue_interval - now, self._flush_key, key)
+
+    def _flush_key(self, key: str) -> None:
+        held = self._coalesce.pop(key, None)
+        if held is not None:
+            self._send_held(key, *held)
+
+    def _send_held(
+        self, key: str, op: Operation, futures: list[concurrent.futures.Future[int]]
+    ) -> None:
+        self._last_sent[key] = time.monotonic()
+        try:
+            sent = self.outbox.put(op)
+        except CuelogError as exc:
+            for fut in futures:
+                fut.set_exception(exc)
+            return
+
+        def chain(done: concurrent.futures.Future[int]) -> None:
+            for fut in futures:
+                if done.exception() is not None:
+                    fut.set_exception(done.exception())
+                else:
+                    fut.set_result(done.result())
+
+        sent.add_done_callback(chain)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _open_store(self) -> ReplicaStore:
+        if self.db is None:
+            return MemoryStore()
+        self._elog = EventLog.open(self.db, synchronous="NORMAL")
+        return self._elog
+
+    async def run(self) -> None:
+        """Run until cancelled (or `stop`); sockets and the replica file are closed on exit."""
+        self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+        self._fetch_wake = asyncio.Event()
+        self._outbox_wake = asyncio.Event()
+        loop = self._loop
+        wake = self._outbox_wake
+
+        def wake_up() -> None:
+            loop.call_soon_threadsafe(wake.set)
+
+        self.outbox.wake = wake_up
+        store = await asyncio.to_thread(self._open_store)
+        self.core = ReplicaCore(self.node_id, store, max_command_age=self.max_command_age)
+        events_addr = protocol.events_address(self.controller)
+        req = pynng.Req0(
+            recv_max_size=protocol.NNG_MAX_BYTES, reconnect_time_min=100, reconnect_time_max=2000
+        )
+        sub = pynng.Sub0(
+            recv_max_size=protocol.NNG_MAX_BYTES,
+            recv_buffer_size=1024,
+            reconnect_time_min=100,
+            reconnect_time_max=2000,
+        )
+        sub.subscribe(b"")
+        contexts: list[Any] = []
+        try:
+            if store.head:
+                log.info(
+                    "resuming from replica file %s at seq %d (log %s)",
+                    self.db,
+                    store.head,
+                    store.log_id,
+                    extra=self._extra(),
+                )
+            log.info(
+                "dialing controller %s (events %s)",
+                self.controller,
+                events_addr,
+                extra=self._extra(),
+            )
+            req.dial(self.controller, block=False)
+            sub.dial(events_addr, block=False)
+            self.started.set()
+            if len(self.outbox):
+                self._outbox_wake.set()
+            contexts = [req.new_context() for _ in range(3)]
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._control(contexts[0]))
+                tasks.create_task(self._receive(sub))
+                tasks.create_task(self._beats(contexts[1]))
+                tasks.create_task(self._submitter(contexts[2]))
+                tasks.create_task(self._watch_connection(req))
+        except asyncio.CancelledError:
+            pass
+        finally:
+            close_all(contexts, req, sub)
+            self.commands.close()
+            if self._elog is not None:
+                self._elog.close()
+            log.info("node stopped", extra=self._extra())
+
+    def stop(self) -> None:
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None:
+            loop.call_soon_threadsafe(task.cancel)
+
+    # ------------------------------------------------------------------ tasks
+
+    async def _request(self, ctx: Any, msg: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                await ctx.asend(dumps(msg))
+                raw = await ctx.arecv()
+        except TimeoutError:
+            return None
+        except pynng.NNGException as exc:
+            log.debug("request %s failed: %s", msg.get("k"), exc, extra=self._extra())
+            return None
+        try:
+            return protocol.decode(raw, limit=protocol.NNG_MAX_BYTES)
+        except ProtocolError as exc:
+            log.warning("bad reply to %s: %s", msg.get("k"), exc, extra=self._extra())
+            return None
+
+    def _fire(self, events: list[Event]) -> None:
+        for event in events:
+            if event.op.target == "ping":
+                pong = Operation(OperationType.STATUS, ActionType.UPDATE, self.node_id, "pong", {})
+                with contextlib.suppress(CuelogError):
+                    self.outbox.put(pong)
+                continue
+            self.commands.push(event)
+
+    def _after_input(self) -> None:
+        core = self.core
+        assert core is not None
+        if core.synced and not self.synced.is_set():
+            log.info("in sync with the controller", extra=self._extra())
+            self.synced.set()
+        if core.need_hello or core.applied < core.known_head or core.pending:
+            self._fetch_wake.set()
+
+    async def _control(self, ctx: Any) -> None:
+        core = self.core
+        assert core is not None
+        backoff = 0.1
+        while True:
+            if core.need_hello:
+                reply = await self._request(ctx, core.hello())
+                if reply is None or reply.get("k") != "welcome":
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                try:
+                    core.on_welcome(reply)
+                except ProtocolError as exc:
+                    log.warning("bad welcome: %s", exc, extra=self._extra())
+                    continue
+                backoff = 0.1
+                self._after_input()
+            fetch = core.next_fetch()
+            if fetch is None:
+                self._fetch_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.25):
+                        await self._fetch_wake.wait()
+                continue
+            reply = await self._request(ctx, fetch)
+            if reply is None:
+                core.on_fetch_failed()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.1
+            try:
+                self._fire(core.on_fetch_reply(reply))
+            except (ProtocolError, CuelogError) as exc:
+                core.on_fetch_failed()
+                log.warning("bad fetch reply: %s", exc, extra=self._extra())
+            self._after_input()
+
+    async def _receive(self, sub: Any) -> None:
+        core = self.core
+        assert core is not None
+        while True:
+            raw = await sub.arecv()
+            try:
+                msg = protocol.decode(raw, limit=protocol.NNG_MAX_BYTES)
+                self._fire(core.on_frame(msg))
+            except (ProtocolError, CuelogError) as exc:
+                log.warning("dropped a bad frame: %s", exc, extra=self._extra())
+            self._after_input()
+
+    async def _beats(self, ctx: Any) -> None:
+        core = self.core
+        assert core is not None
+        failures = 0
+        while True:
+            if core.controller_log is not None:
+                reply = await self._request(ctx, core.beat())
+                if reply is None or reply.get("k") != "ok":
+                    failures += 1
+                    if failures == 2:
+                        core.need_hello = True
+                        self._fetch_wake.set()
+                else:
+                    failures = 0
+                    if reply.get("log") != core.controller_log:
+                        core.need_hello = True
+                    elif isinstance(reply.get("head"), int):
+                        core.known_head = max(core.known_head, reply["head"])
+                    self._after_input()
+            await asyncio.sleep(self.beat_interval)
+
+    async def _submitter(self, ctx: Any) -> None:
+        backoff = 0.05
+        while True:
+            items = self.outbox.peek(SUBMIT_BATCH)
+            if not items:
+                self._outbox_wake.clear()
+                await self._outbox_wake.wait()
+                continue
+            msg = {"k": "submit", "node": self.node_id, "ops": [wire for wire, _ in items]}
+            reply = await self._request(ctx, msg)
+            if reply is None or (
+                reply.get("k") == "error" and reply.get("rule") in ("stopping", "commit")
+            ):
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            backoff = 0.05
+            self.outbox.drop(len(items))
+            results = reply.get("results") if reply.get("k") == "acks" else None
+            if not isinstance(results, list) or len(results) != len(items):
+                for _, fut in items:
+                    fut.set_exception(OperationRefused(reply))
+                continue
+            for (_, fut), result in zip(items, results, strict=True):
+                if isinstance(result, dict) and isinstance(result.get("seq"), int):
+                    fut.set_result(result["seq"])
+                else:
+                    fut.set_exception(
+                        OperationRefused(
+                            result if isinstance(result, dict) else {"error": repr(result)}
+                        )
+                    )
+
+    async def _watch_connection(self, req: Any) -> None:
+        """Say in the log when the controller is unreachable, at growing intervals."""
+        quiet_until = 0.0
+        interval = 1.0
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(0.2)
+            connected = len(req.pipes) > 0
+            now = time.monotonic()
+            if connected and not self._reachable:
+                log.info("connected to controller %s", self.controller, extra=self._extra())
+                interval = 1.0
+            elif not connected and self._reachable:
+                log.warning(
+                    "lost the controller %s; redialing", self.controller, extra=self._extra()
+                )
+                quiet_until = now + interval
+            elif not connected and now >= quiet_until and now - started > 0.5:
+                log.warning(
+                    "controller %s not reachable; still trying (next note in %.0f s)",
+                    self.controller,
+                    interval,
+                    extra=self._extra(),
+                )
+                quiet_until = now + interval
+                interval = min(interval * 2, 30.0)
+            self._reachable = connected

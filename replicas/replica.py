@@ -1,0 +1,332 @@
+"""The node replica's core: ordering, gap repair, resync and command gating. No I/O.
+
+`ReplicaCore` takes decoded messages (welcome, ``ev``/``hb`` frames, fetch replies) and tells
+its caller what to do next (`next_fetch`) and which commands to fire. Rules it never breaks:
+
+- Events are applied strictly in seq order, exactly once; duplicates are ignored, events ahead
+  of a hole wait in a bounded buffer and the hole is pulled with a fetch, never skipped.
+- A replica holds one log: a different log id from the controller means a full resync.
+- A command fires only if the reducer accepted it, it is newer than the head the controller
+  reported when this replica joined (history never fires: catch-up, snapshots and a restart
+  with its own file only rebuild state), and it is at most ``max_command_age`` seconds older
+  than the newest controller clock reading seen (a node that was frozen does not play a GO
+  from the past). Both times are the controller's clock: node clocks never matter.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Final, Protocol
+
+from eventlog import (
+    Event,
+    OperationType,
+    Snapshot,
+    State,
+    apply,
+    digest,
+    fires,
+    restore,
+)
+from replicas.protocol import MAX_FRAME_EVENTS, ProtocolError, decode_events, field
+
+log = logging.getLogger("cuelog.replica")
+
+DEFAULT_MAX_PENDING: Final = 50_000
+DEFAULT_MAX_COMMAND_AGE: Final = 2.0
+
+
+class ReplicaStore(Protocol):
+    """Where a replica keeps what it applied: memory, or its own log file (`EventLog`)."""
+
+    log_id: str
+
+    @property
+    def head(self) -> int: ...
+
+    @property
+    def state(self) -> State: ...
+
+    def append_events(self, events: Sequence[Event]) -> list[str | None]: ...
+
+    def reset(self, log_id: str, snapshot: Snapshot | None) -> None: ...
+
+
+class MemoryStore:
+    """A replica that keeps only the state (memory does not grow with the log)."""
+
+    def __init__(self) -> None:
+        self.log_id = ""
+        self._state = State()
+
+    @property
+    def head(self) -> int:
+        return self._state.seq
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def append_events(self, events: Sequence[Event]) -> list[str | None]:
+        return [apply(self._state, event) for event in events]
+
+    def reset(self, log_id: str, snapshot: Snapshot | None) -> None:
+        self.log_id = log_id
+        self._state = restore(snapshot) if snapshot is not None else State()
+
+
+class ReplicaCore:
+    """One node's view of the log. Feed it messages; ask it what to fetch; fire what it returns."""
+
+    def __init__(
+        self,
+        node_id: str,
+        store: ReplicaStore,
+        *,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        fetch_limit: int = MAX_FRAME_EVENTS,
+        max_command_age: float = DEFAULT_MAX_COMMAND_AGE,
+    ) -> None:
+        self.node_id = node_id
+        self.store = store
+        self.max_pending = max_pending
+        self.fetch_limit = fetch_limit
+        self.max_command_age = max_command_age
+        #: the log id the controller announced (None until welcomed)
+        self.controller_log: str | None = None
+        #: newest head seq the controller reported
+        self.known_head = 0
+        #: newest controller clock reading seen (frames, heartbeats, replies)
+        self.controller_ts = 0.0
+        #: commands with seq <= live_from are history and never fire
+        self.live_from: int | None = None
+        self.pending: dict[int, Event] = {}
+        self.fetching = False
+        #: set when the controller's log changed under us: say hello again
+        self.need_hello = True
+        self.resyncs = 0
+        self.gaps = 0
+
+    # ---------------------------------------------------------------- views
+
+    @property
+    def applied(self) -> int:
+        return self.store.head
+
+    @property
+    def state(self) -> State:
+        return self.store.state
+
+    def digest(self) -> str:
+        return digest(self.store.state)
+
+    @property
+    def synced(self) -> bool:
+        return (
+            self.controller_log is not None
+            and not self.need_hello
+            and (self.applied >= self.known_head)
+        )
+
+    def _extra(self, seq: int | None = None) -> dict[str, Any]:
+        return {"node": self.node_id, "seq": self.applied if seq is None else seq}
+
+    # ---------------------------------------------------------------- requests
+
+    def hello(self) -> dict[str, Any]:
+        return {
+            "k": "hello",
+            "node": self.node_id,
+            "log": self.store.log_id or None,
+            "after": self.applied,
+        }
+
+    def beat(self) -> dict[str, Any]:
+        return {
+            "k": "beat",
+            "node": self.node_id,
+            "log": self.store.log_id or None,
+            "applied": self.applied,
+            "digest": self.digest(),
+        }
+
+    def next_fetch(self) -> dict[str, Any] | None:
+        """The fetch request to send now, or None (nothing missing, or one is in flight)."""
+        if self.need_hello or self.controller_log is None or self.fetching:
+            return None
+        applied = self.applied
+        if applied >= self.known_head and not self.pending:
+            return None
+        end = min(self.pending) - 1 if self.pending else self.known_head
+        if end <= applied:
+            return None
+        self.fetching = True
+        return {
+            "k": "fetch",
+            "node": self.node_id,
+            "log": self.controller_log,
+            "after": applied,
+            "limit": min(self.fetch_limit, end - applied),
+        }
+
+    # ---------------------------------------------------------------- inputs
+
+    def _saw(self, head: int | None, ts: Any) -> None:
+        if head is not None and head > self.known_head:
+            self.known_head = head
+        if isinstance(ts, int | float) and ts > self.controller_ts:
+            self.controller_ts = float(ts)
+
+    def _full_resync(self, log_id: str, why: str) -> None:
+        if self.store.head:
+            log.warning("full resync: %s", why, extra=self._extra())
+        self.resyncs += 1
+        self.store.reset(log_id, None)
+        self.pending.clear()
+
+    def on_welcome(self, msg: dict[str, Any]) -> None:
+        """The controller's answer to `hello`: its log id, head and clock."""
+        log_id: str = field(msg, "log", str)
+        head: int = field(msg, "head", int)
+        self.fetching = False
+        changed = self.controller_log != log_id
+        if self.store.log_id != log_id:
+            changed = True
+            if self.store.head:
+                self._full_resync(
+                    log_id,
+                    f"the controller holds log {log_id}, this replica held "
+                    f"{self.store.log_id or 'nothing'}",
+                )
+            else:
+                self.store.reset(log_id, None)
+            self.live_from = head
+        elif head < self.applied:
+            changed = True
+            self._full_resync(
+                log_id,
+                f"this replica is at seq {self.applied} but the controller's head is "
+                f"{head}: the controller lost events; starting over from its log",
+            )
+            self.live_from = head
+        if self.live_from is None:
+            self.live_from = head
+        self.controller_log = log_id
+        self.known_head = head if changed else max(head, self.known_head)
+        self._saw(head, msg.get("ts"))
+        self.need_hello = False
+        log.info(
+            "joined log %s at seq %d (controller head %d)",
+            log_id,
+            self.applied,
+            head,
+            extra=self._extra(),
+        )
+
+    def on_frame(self, msg: dict[str, Any]) -> list[Event]:
+        """A frame from the event stream. Returns the commands to fire, in order."""
+        kind = msg.get("k")
+        if self.controller_log is None or self.need_hello:
+            return []
+        log_id = field(msg, "log", str)
+        if log_id != self.controller_log:
+            log.warning(
+                "event stream now carries log %s: saying hello again", log_id, extra=self._extra()
+            )
+            self.need_hello = True
+            return []
+        if kind == "hb":
+            self._saw(field(msg, "head", int), msg.get("ts"))
+            return []
+        if kind != "ev":
+            raise ProtocolError(f"unknown frame kind {kind!r}")
+        _, events = decode_events(msg)
+        self._saw(events[-1].seq if events else None, msg.get("ts"))
+        return self._receive(events)
+
+    def on_fetch_reply(self, msg: dict[str, Any]) -> list[Event]:
+        """The answer to `next_fetch`'s request. Returns the commands to fire, in order."""
+        self.fetching = False
+        kind = msg.get("k")
+        if kind == "error":
+            log.warning("fetch refused: %s", msg.get("error"), extra=self._extra())
+            if msg.get("rule") == "foreign-log":
+                self.need_hello = True
+            return []
+        log_id = field(msg, "log", str)
+        if log_id != self.controller_log:
+            self.need_hello = True
+            return []
+        self._saw(msg.get("head") if isinstance(msg.get("head"), int) else None, msg.get("ts"))
+        if kind == "snapshot":
+            snap = Snapshot(
+                field(msg, "seq", int),
+                float(field(msg, "ts", (int, float))),
+                field(msg, "digest", str),
+                field(msg, "state", str).encode(),
+            )
+            try:
+                self.store.reset(log_id, snap)
+            except Exception as exc:
+                raise ProtocolError(f"bad snapshot: {exc}") from None
+            for seq in [s for s in self.pending if s <= snap.seq]:
+                del self.pending[seq]
+            self.resyncs += 1
+            log.info("restored snapshot at seq %d", snap.seq, extra=self._extra(snap.seq))
+            return self._drain()
+        if kind != "events":
+            raise ProtocolError(f"unexpected reply {kind!r} to fetch")
+        _, events = decode_events(msg)
+        return self._receive(events)
+
+    def on_fetch_failed(self) -> None:
+        """The fetch got no answer (timeout, lost connection): it may be asked again."""
+        self.fetching = False
+
+    # ---------------------------------------------------------------- applying
+
+    def _receive(self, events: list[Event]) -> list[Event]:
+        applied = self.applied
+        for event in events:
+            seq = event.seq
+            if seq <= applied or seq in self.pending:
+                continue
+            if seq != applied + 1 and len(self.pending) >= self.max_pending:
+                continue  # bounded: it will be fetched again
+            self.pending[seq] = event
+        if self.pending and min(self.pending) > applied + 1:
+            self.gaps += 1
+        return self._drain()
+
+    def _drain(self) -> list[Event]:
+        batch: list[Event] = []
+        seq = self.applied + 1
+        while seq in self.pending:
+            batch.append(self.pending.pop(seq))
+            seq += 1
+        if not batch:
+            return []
+        reasons = self.store.append_events(batch)
+        return self._to_fire(batch, reasons)
+
+    def _to_fire(self, batch: list[Event], reasons: list[str | None]) -> list[Event]:
+        out: list[Event] = []
+        live_from = self.live_from if self.live_from is not None else self.known_head
+        for event, reason in zip(batch, reasons, strict=True):
+            if event.op.type is not OperationType.COMMAND:
+                continue
+            if not fires(event, reason):
+                log.info("not firing %s: %s", event.op.target, reason, extra=self._extra(event.seq))
+            elif event.seq <= live_from:
+                log.debug("history, not fired: %s", event.op.target, extra=self._extra(event.seq))
+            elif self.controller_ts - event.ts > self.max_command_age:
+                log.warning(
+                    "not firing %s: it is %.1f s old (this node was behind)",
+                    event.op.target,
+                    self.controller_ts - event.ts,
+                    extra=self._extra(event.seq),
+                )
+            else:
+                out.append(event)
+        return out

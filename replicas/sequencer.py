@@ -1,0 +1,408 @@
+"""The controller's core: sequencing, catch-up decisions and liveness. No sockets, no clock.
+
+`ControllerCore` turns decoded requests into replies and committed events into frames. The
+caller (the asyncio shell in `replicas.controller`, or a simulated network in the tests) owns
+the sockets, the clock (``now`` is passed in) and group commit: it collects prepared submits
+while a commit runs and hands them all to the next `commit`.
+
+Rules it never breaks:
+
+- An operation is acknowledged only after the commit that holds it returned (durable).
+- Invalid operations are answered with their validation error and never appended; the valid
+  operations of the same request still are.
+- Nodes cannot append ``node_joined``/``node_left``: only liveness does.
+- Memory stays bounded: the digest and commit-time rings and the node table have fixed caps;
+  history is read back from the log file.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from eventlog import (
+    CONTROLLER,
+    NODE_JOINED,
+    NODE_LEFT,
+    ActionType,
+    AppendResult,
+    EventLog,
+    Operation,
+    OperationType,
+    Submission,
+    ValidationError,
+    digest,
+    validate_submission,
+)
+from replicas import protocol
+from replicas.protocol import MAX_FRAME_EVENTS, MAX_SUBMIT_OPS, ProtocolError
+
+log = logging.getLogger("cuelog.sequencer")
+
+RESERVED_TARGETS: Final = frozenset({NODE_JOINED, NODE_LEFT})
+DIGEST_RING: Final = 4096
+DEFAULT_NODE_TIMEOUT: Final = 3.0
+#: a fetch further behind than this (in events) gets the newest snapshot instead of the tail
+DEFAULT_TAIL_LIMIT: Final = 20_000
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A submit request after validation: what to append and where each answer goes."""
+
+    node: str
+    subs: list[Submission]
+    #: per submitted op: an error dict, or None (its seq comes from the commit)
+    errors: list[dict[str, Any] | None]
+
+
+@dataclass(slots=True)
+class Committed:
+    """What one group commit produced."""
+
+    replies: list[dict[str, Any]]
+    frames: list[dict[str, Any]]
+    result: AppendResult
+
+
+@dataclass(slots=True)
+class NodeInfo:
+    node: str
+    online: bool
+    last_seen: float
+    applied: int = 0
+    digest: str = ""
+    digest_match: bool | None = None
+    beats: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _node_op(target: str, node: str) -> Submission:
+    return Submission(
+        Operation(OperationType.STATUS, ActionType.UPDATE, CONTROLLER, target, {"node": node})
+    )
+
+
+class ControllerCore:
+    """The controller's logic over a writable `EventLog` (and an optional reader for history)."""
+
+    def __init__(
+        self,
+        elog: EventLog,
+        reader: EventLog | None = None,
+        *,
+        node_timeout: float = DEFAULT_NODE_TIMEOUT,
+        tail_limit: int = DEFAULT_TAIL_LIMIT,
+        now: float = 0.0,
+    ) -> None:
+        self.elog = elog
+        self.reader = reader or elog
+        self.node_timeout = node_timeout
+        self.tail_limit = tail_limit
+        self.log_id = elog.log_id
+        self.nodes: dict[str, NodeInfo] = {}
+        self._digests: OrderedDict[int, str] = OrderedDict()
+        self._commit_seqs: list[int] = []
+        self._commit_ts: list[float] = []
+        head = elog.head
+        self._head = head
+        self._remember(head, digest(elog.state), now)
+        # nodes the log says are online: they must beat within the timeout, or they left
+        for node_id, info in elog.state.nodes.items():
+            if info.get("online"):
+                self.nodes[node_id] = NodeInfo(node_id, True, now)
+
+    # ---------------------------------------------------------------- bookkeeping
+
+    @property
+    def head(self) -> int:
+        """The last committed seq (read without touching the log, so never blocks)."""
+        return self._head
+
+    def _remember(self, seq: int, dig: str, ts: float) -> None:
+        self._digests[seq] = dig
+        while len(self._digests) > DIGEST_RING:
+            self._digests.popitem(last=False)
+        self._commit_seqs.append(seq)
+        self._commit_ts.append(ts)
+        if len(self._commit_seqs) > 2 * DIGEST_RING:
+            del self._commit_seqs[:DIGEST_RING]
+            del self._commit_ts[:DIGEST_RING]
+
+    def digest_at(self, seq: int) -> str | None:
+        """The digest after `seq`, if it is a recent commit boundary (else None)."""
+        return self._digests.get(seq)
+
+    def compute_digest_at(self, seq: int) -> str:
+        """The digest after `seq`, folding from the reader's newest snapshot (slow path)."""
+        found = self._digests.get(seq)
+        if found is None:
+            found = digest(self.reader.state_at(seq))
+        return found
+
+    def ts_of(self, seq: int) -> float | None:
+        """The commit time of `seq` if it is in the recent ring."""
+        i = bisect.bisect_left(self._commit_seqs, seq)
+        if i < len(self._commit_seqs) and self._commit_seqs[0] < seq:
+            return self._commit_ts[i]
+        return None
+
+    # ---------------------------------------------------------------- submit / commit
+
+    def prepare_submit(self, msg: dict[str, Any]) -> Prepared:
+        """Validate a ``submit`` request. Raises `ProtocolError` if the request itself is bad."""
+        node = protocol.node_id(msg)
+        raw_ops = protocol.field(msg, "ops", list)
+        if len(raw_ops) > MAX_SUBMIT_OPS:
+            raise ProtocolError(
+                f"a submit carries at most {MAX_SUBMIT_OPS} operations, this one {len(raw_ops)}"
+            )
+        subs: list[Submission] = []
+        errors: list[dict[str, Any] | None] = []
+        for raw in raw_ops:
+            try:
+                sub = validate_submission(raw)
+                if sub.op_id is None:
+                    raise ValidationError(
+                        "op_id",
+                        "missing",
+                        "a node must give every operation "
+                        "an op_id [origin, origin_seq] so retries are safe",
+                    )
+                if sub.op.type is OperationType.STATUS and sub.op.target in RESERVED_TARGETS:
+                    raise ValidationError(
+                        "target", "reserved", f"{sub.op.target} is appended by the controller only"
+                    )
+            except ValidationError as exc:
+                errors.append({"error": str(exc), **exc.to_dict()})
+                log.warning(
+                    "refused an operation from %s: %s", node, exc, extra={"node": node, "seq": "-"}
+                )
+                continue
+            subs.append(sub)
+            errors.append(None)
+        return Prepared(node, subs, errors)
+
+    def internal(self, subs: list[Submission]) -> Prepared:
+        """Operations the controller makes itself (liveness, the operator's commands)."""
+        return Prepared(CONTROLLER, subs, [None] * len(subs))
+
+    def commit(self, batch: Sequence[Prepared], now: float) -> Committed:
+        """Append every prepared op of `batch` in one transaction; make replies and frames."""
+        subs = [sub for prepared in batch for sub in prepared.subs]
+        result = self.elog.append_batch(subs)
+        seqs = iter(result.seqs)
+        replies: list[dict[str, Any]] = []
+        head = self.elog.head
+        for prepared in batch:
+            results: list[dict[str, Any]] = []
+            for err in prepared.errors:
+                results.append(err if err is not None else {"seq": next(seqs)})
+            replies.append({"k": "acks", "results": results, "head": head})
+        frames: list[dict[str, Any]] = []
+        if result.events:
+            self._head = head
+            self._remember(head, digest(self.elog.state), result.events[-1].ts)
+            events = result.events
+            for start in range(0, len(events), MAX_FRAME_EVENTS):
+                chunk = events[start : start + MAX_FRAME_EVENTS]
+                frames.append(protocol.events_frame(self.log_id, chunk, chunk[-1].ts))
+            for event, reason in zip(events, result.reasons, strict=True):
+                if reason is not None:
+                    log.info(
+                        "recorded no-op %s: %s",
+                        event.op,
+                        reason,
+                        extra={"node": event.op.sender, "seq": event.seq},
+                    )
+        return Committed(replies, frames, result)
+
+    # ---------------------------------------------------------------- catch-up
+
+    def hello(self, msg: dict[str, Any], now: float) -> dict[str, Any]:
+        node = protocol.node_id(msg)
+        their_log = protocol.field(msg, "log", str, optional=True)
+        after = protocol.field(msg, "after", int, optional=True) or 0
+        head = self.head
+        resync = their_log is not None and their_log != self.log_id and after > 0
+        if resync:
+            log.warning(
+                "%s holds log %s, not %s: it will take a full resync",
+                node,
+                their_log,
+                self.log_id,
+                extra={"node": node, "seq": after},
+            )
+        else:
+            log.info(
+                "%s says hello at seq %d (head %d)",
+                node,
+                after,
+                head,
+                extra={"node": node, "seq": after},
+            )
+        return {
+            "k": "welcome",
+            "log": self.log_id,
+            "head": head,
+            "ts": now,
+            "resync": resync,
+            "version": protocol.PROTOCOL_VERSION,
+        }
+
+    def fetch(self, msg: dict[str, Any], now: float) -> dict[str, Any]:
+        """The tail after ``after`` if it is retained and not too long, else the newest
+        snapshot (the node then fetches the tail after it). Reads the reader log."""
+        node = protocol.node_id(msg)
+        their_log = protocol.field(msg, "log", str)
+        after: int = protocol.field(msg, "after", int)
+        limit = min(
+            protocol.field(msg, "limit", int, optional=True) or MAX_FRAME_EVENTS, MAX_FRAME_EVENTS
+        )
+        mode = msg.get("mode", "auto")
+        if their_log != self.log_id:
+            return protocol.error(
+                f"this controller holds log {self.log_id}, not {their_log}: say hello again",
+                "foreign-log",
+                log=self.log_id,
+            )
+        reader = self.reader
+        head = reader.head
+        if after > head:
+            return protocol.error(
+                f"seq {after} is past the head {head}", "ahead-of-head", head=head
+            )
+        use_snapshot = (
+            after < reader.base_seq
+            or mode == "snapshot"
+            or (mode == "auto" and head - after > self.tail_limit)
+        )
+        if use_snapshot:
+            snap = reader.latest_snapshot()
+            if snap is not None and snap.seq > after:
+                log.info(
+                    "sending %s the snapshot at seq %d (it is at %d)",
+                    node,
+                    snap.seq,
+                    after,
+                    extra={"node": node, "seq": snap.seq},
+                )
+                return {
+                    "k": "snapshot",
+                    "log": self.log_id,
+                    "seq": snap.seq,
+                    "ts": snap.ts,
+                    "digest": snap.digest,
+                    "state": snap.state.decode(),
+                    "head": head,
+                }
+        events = reader.read(after, max(1, limit))
+        if not events:
+            return {"k": "events", "log": self.log_id, "events": [], "head": head, "ts": now}
+        reply = protocol.events_frame(self.log_id, events, now)
+        reply["k"] = "events"
+        reply["head"] = head
+        return reply
+
+    # ---------------------------------------------------------------- liveness
+
+    def beat(self, msg: dict[str, Any], now: float) -> tuple[dict[str, Any], list[Submission]]:
+        """A node's heartbeat. Returns the reply and any ``node_joined`` op to append."""
+        node = protocol.node_id(msg)
+        applied: int = protocol.field(msg, "applied", int)
+        dig: str = protocol.field(msg, "digest", str)
+        their_log = protocol.field(msg, "log", str, optional=True)
+        info = self.nodes.get(node)
+        ops: list[Submission] = []
+        if info is None or not info.online:
+            if info is None:
+                info = NodeInfo(node, True, now)
+                if len(self.nodes) >= 1024:
+                    self._forget_one()
+                self.nodes[node] = info
+            info.online = True
+            ops.append(_node_op(NODE_JOINED, node))
+            log.info(
+                "node %s joined (applied %d)", node, applied, extra={"node": node, "seq": applied}
+            )
+        info.last_seen = now
+        info.beats += 1
+        same_log = their_log == self.log_id
+        if same_log and (applied != info.applied or dig != info.digest):
+            info.applied = applied
+            info.digest = dig
+            known = self.digest_at(applied) if applied <= self.head else None
+            info.digest_match = None if known is None else known == dig
+            if info.digest_match is False:
+                log.error(
+                    "node %s diverged: digest at seq %d differs from the log",
+                    node,
+                    applied,
+                    extra={"node": node, "seq": applied},
+                )
+        elif not same_log:
+            info.applied = 0
+            info.digest = dig
+            info.digest_match = None
+        return {"k": "ok", "log": self.log_id, "head": self.head, "ts": now}, ops
+
+    def _forget_one(self) -> None:
+        offline = [n for n, i in self.nodes.items() if not i.online]
+        if offline:
+            del self.nodes[min(offline, key=lambda n: self.nodes[n].last_seen)]
+
+    def settle_digest(self, node: str) -> None:
+        """Resolve an unknown digest match by folding the log (slow path; call off the loop)."""
+        info = self.nodes.get(node)
+        if info is None or info.digest_match is not None or not info.digest:
+            return
+        if 0 <= info.applied <= self.reader.head and info.applied >= self.reader.base_seq:
+            info.digest_match = self.compute_digest_at(info.applied) == info.digest
+
+    def tick(self, now: float) -> list[Submission]:
+        """Nodes silent for longer than the timeout have left: ops to append."""
+        ops: list[Submission] = []
+        for info in self.nodes.values():
+            if info.online and now - info.last_seen > self.node_timeout:
+                info.online = False
+                ops.append(_node_op(NODE_LEFT, info.node))
+                log.warning(
+                    "node %s left: silent for %.1f s",
+                    info.node,
+                    now - info.last_seen,
+                    extra={"node": info.node, "seq": info.applied},
+                )
+        return ops
+
+    def status(self, now: float) -> dict[str, Any]:
+        head = self.head
+        nodes: dict[str, Any] = {}
+        for node, info in sorted(self.nodes.items()):
+            lag = max(0, head - info.applied)
+            lag_s: float | None = 0.0
+            if lag == 0:
+                lag_s = 0.0
+            else:
+                ts = self.ts_of(info.applied + 1)
+                lag_s = max(0.0, now - ts) if ts is not None else None
+            nodes[node] = {
+                "online": info.online,
+                "applied_seq": info.applied,
+                "digest": info.digest,
+                "digest_match": info.digest_match,
+                "lag_events": lag,
+                "lag_seconds": lag_s,
+                "last_seen_s": round(now - info.last_seen, 3),
+            }
+        return {
+            "k": "status",
+            "log_id": self.log_id,
+            "head_seq": head,
+            "digest": self._digests.get(head, ""),
+            "ts": now,
+            "nodes": nodes,
+        }
