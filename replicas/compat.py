@@ -351,6 +351,12 @@ class NodeCommunications(AsyncCommsThread):
             self._op(OperationType.STATUS, ActionType.UPDATE, "nextcue", {"nextcue": cue_id})
         )
 
+    def send_status(
+        self, target: str, data: dict[str, Any] | None = None
+    ) -> concurrent.futures.Future[int]:
+        """A status update from this node (``armed_ready``, ``cue_enabled`` ...)."""
+        return self.send_operation(self._op(OperationType.STATUS, ActionType.UPDATE, target, data))
+
     def update_cue(
         self, cue_id: str, percentage: int, timeout: float | None = None
     ) -> concurrent.futures.Future[int]:

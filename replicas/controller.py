@@ -27,6 +27,7 @@ import pynng
 
 from eventlog import (
     DEFAULT_SNAPSHOT_EVERY,
+    CuelogError,
     Event,
     EventLog,
     InputError,
@@ -48,6 +49,10 @@ HEARTBEAT_INTERVAL: Final = 0.1
 WORKERS: Final = 16
 
 OperationCallbacks = dict[OperationType, Callable[[NodeOperation], Any]]
+
+
+class ListenError(CuelogError):
+    """The controller's addresses could not be bound."""
 
 
 class CallbackRunner:
@@ -144,8 +149,14 @@ class Controller:
         pub = pynng.Pub0(send_buffer_size=1024)
         contexts: list[Any] = []
         try:
-            rep.listen(self.listen)
-            pub.listen(self.events_listen)
+            try:
+                rep.listen(self.listen)
+                pub.listen(self.events_listen)
+            except pynng.NNGException as exc:
+                raise ListenError(
+                    f"cannot listen on {self.listen} / {self.events_listen}: {exc} (is another "
+                    "controller running there? pick another --listen)"
+                ) from None
             self._pub = pub
             log.info(
                 "controller serving log %s at seq %d on %s (events on %s), file %s",
@@ -230,6 +241,8 @@ class Controller:
                 return core.hello(msg, now)
             if kind == "status":
                 return core.status(now)
+            if kind == "state":
+                return await asyncio.to_thread(core.state_reply)
             raise ProtocolError(
                 f"unknown request kind {kind!r} (expected one of "
                 f"{', '.join(sorted(protocol.REQUEST_KINDS))})"

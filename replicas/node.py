@@ -353,9 +353,10 @@ class NodeReplica:
         finally:
             close_all(contexts, req, sub)
             self.commands.close()
-            if self._elog is not None:
-                self._elog.close()
             log.info("node stopped", extra=self._extra())
+            if self._elog is not None:
+                self.core = None
+                self._elog.close()
 
     def stop(self) -> None:
         loop, task = self._loop, self._task

@@ -5,6 +5,7 @@ One controller address carries two channels:
 - **requests** (NNG REQ/REP on the configured address): every message is one JSON object with a
   kind ``k``. Nodes send ``hello``, ``submit``, ``fetch`` and ``beat``; tools send ``status``.
   The controller answers each with exactly one reply (``error`` when the request is bad).
+  ``state`` returns the whole current state with its seq and digest (for tools and UIs).
 - **events** (NNG PUB/SUB on the derived address, see `events_address`): batched ``ev`` frames
   carrying ``(log, first, last)`` and idle ``hb`` heartbeats carrying the head seq.
 
@@ -32,7 +33,7 @@ MAX_FRAME_EVENTS: Final = 2000
 
 PROTOCOL_VERSION: Final = 1
 
-REQUEST_KINDS: Final = frozenset({"hello", "submit", "fetch", "beat", "status"})
+REQUEST_KINDS: Final = frozenset({"hello", "submit", "fetch", "beat", "status", "state"})
 
 
 class ProtocolError(InputError):

@@ -378,6 +378,17 @@ class ControllerCore:
                 )
         return ops
 
+    def state_reply(self) -> dict[str, Any]:
+        """The whole current state (touches the log's lock: call off the event loop)."""
+        state = self.elog.state
+        return {
+            "k": "state",
+            "log": self.log_id,
+            "seq": state.seq,
+            "digest": digest(state),
+            "state": state.to_dict(),
+        }
+
     def status(self, now: float) -> dict[str, Any]:
         head = self.head
         nodes: dict[str, Any] = {}

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 
 from eventlog import CuelogError, __version__
-from tools import bench, demo, logs, replay
+from tools import bench, controller, demo, logs, node, replay, status
 
 log = logging.getLogger("cuelog")
 
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cuelog {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
-    for module in (demo, bench):
+    for module in (controller, node, status, demo, bench):
         child = module.add_parser(sub)
         add_common(child)
     rp = sub.add_parser(
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.prog_name = "cuelog"
-    logs.configure(args.log_level, node=getattr(args, "node_name", "-"))
+    node_name = getattr(args, "node_name", None) or getattr(args, "id", None) or "-"
+    logs.configure(args.log_level, node=str(node_name))
     func: Runner = args.func
     return run(func, args)
 

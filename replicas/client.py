@@ -1,0 +1,86 @@
+"""A small blocking client for the controller's request channel (tools, demos, scripts).
+
+It speaks the same protocol as a node (`replicas.protocol`) but keeps no replica: ``status``,
+``state`` and ``submit`` with op ids so a retry after a timeout is safe.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pynng
+
+from eventlog import CuelogError, Operation, dumps, validate_operation
+from replicas import protocol
+
+
+class ControllerUnreachable(CuelogError):
+    """The controller did not answer in time."""
+
+
+class ControllerClient:
+    """Blocking requests to a controller. Use as a context manager; close() frees the socket."""
+
+    def __init__(self, address: str, *, timeout: float = 2.0, origin: str = "client") -> None:
+        protocol.check_address(address)
+        self.address = address
+        self.timeout = timeout
+        self.origin = f"{origin}/{uuid.uuid4().hex[:12]}"
+        self._counter = 0
+        self._sock = pynng.Req0(
+            recv_timeout=int(timeout * 1000),
+            send_timeout=int(timeout * 1000),
+            recv_max_size=protocol.NNG_MAX_BYTES,
+        )
+        self._sock.dial(address, block=False)
+
+    def __enter__(self) -> ControllerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        try:
+            self._sock.send(dumps(msg))
+            raw = self._sock.recv()
+        except pynng.Timeout:
+            raise ControllerUnreachable(
+                f"no answer from the controller at {self.address} within {self.timeout:g} s: "
+                "is it running, and is the address right (--controller)?"
+            ) from None
+        return protocol.decode(raw, limit=protocol.NNG_MAX_BYTES)
+
+    def status(self) -> dict[str, Any]:
+        return self.request({"k": "status"})
+
+    def state(self) -> dict[str, Any]:
+        return self.request({"k": "state"})
+
+    def submit(
+        self, ops: list[Operation], node: str = "operator", retries: int = 3
+    ) -> list[dict[str, Any]]:
+        """Append `ops`; returns one result per op (``{"seq": n}`` or an error dict)."""
+        wire = []
+        for op in ops:
+            self._counter += 1
+            item = validate_operation(op).to_wire()
+            item["op_id"] = [self.origin, self._counter]
+            wire.append(item)
+        msg = {"k": "submit", "node": node, "ops": wire}
+        for attempt in range(retries + 1):
+            try:
+                reply = self.request(msg)
+            except ControllerUnreachable:
+                if attempt == retries:
+                    raise
+                continue
+            if reply.get("k") == "acks":
+                results: list[dict[str, Any]] = reply["results"]
+                return results
+            raise CuelogError(f"controller refused the submit: {reply.get('error')}")
+        raise ControllerUnreachable(self.address)

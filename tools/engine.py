@@ -1,0 +1,100 @@
+"""A simulated node engine for demos and tests: it reacts to commands like a real one.
+
+On ``load`` it adds its players and reports ``armed_ready`` (the node owning the first cue
+also reports ``nextcue``); on ``go`` it plays the cue at its pointer if the cue is its own
+(``cue/add``, progress at 4 Hz coalesced to 2 Hz, ``cue/remove``) and the owner announces the
+next cue; on ``stop`` it stops playing and re-arms. The cue list comes with the load:
+``{"value": "<project>", "cues": [{"id", "node", "seconds"}...], "nodes": [...]}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from replicas import NodeCommunications
+
+log = logging.getLogger("cuelog.engine")
+
+
+class SimulatedEngine:
+    def __init__(self, comms: NodeCommunications) -> None:
+        self.comms = comms
+        self.node_id = comms.node_id
+        self.cues: list[dict[str, Any]] = []
+        self.pointer = 0
+        self._stop_playing = threading.Event()
+        self._lock = threading.Lock()
+
+    def _extra(self) -> dict[str, Any]:
+        return {"node": self.node_id, "seq": self.comms.applied_seq}
+
+    def on_command(self, name: str, value: Any, address: str) -> None:
+        if name == "load":
+            self._load()
+        elif name == "go":
+            self._go()
+        elif name == "stop":
+            self._stop()
+
+    def _project_cues(self) -> list[dict[str, Any]]:
+        cmd = self.comms.state.commands.get("load", {})
+        cues = (cmd.get("data") or {}).get("cues", [])
+        return [c for c in cues if isinstance(c, dict) and isinstance(c.get("id"), str)]
+
+    def _load(self) -> None:
+        with self._lock:
+            self.cues = self._project_cues()
+            self.pointer = 0
+        self.comms.add_player("audiomixer_0")
+        for cue in self.cues:
+            if cue.get("node") == self.node_id:
+                self.comms.add_player(f"audioplayer_{cue['id']}")
+        self._announce_next(0)
+        self.comms.send_status("armed_ready", {"armed": "yes"})
+
+    def _announce_next(self, index: int) -> None:
+        if index < len(self.cues) and self.cues[index].get("node") == self.node_id:
+            self.comms.update_nextcue(self.cues[index]["id"])
+        elif index >= len(self.cues) and self.cues and self.cues[-1].get("node") == self.node_id:
+            self.comms.update_nextcue("")
+
+    def _go(self) -> None:
+        with self._lock:
+            if not self.cues:  # restarted mid-show: rebuild the pointer from the replica
+                self.cues = self._project_cues()
+                nextcue = self.comms.state.engine.get("nextcue", "")
+                ids = [c["id"] for c in self.cues]
+                self.pointer = ids.index(nextcue) if nextcue in ids else 0
+            if self.pointer >= len(self.cues):
+                log.info("GO: no cue left", extra=self._extra())
+                return
+            cue = self.cues[self.pointer]
+            self.pointer += 1
+            index = self.pointer
+        if cue.get("node") != self.node_id:
+            return
+        self._play(cue, index)
+
+    def _play(self, cue: dict[str, Any], next_index: int) -> None:
+        cue_id = cue["id"]
+        seconds = float(cue.get("seconds", 2.0))
+        self._stop_playing.clear()
+        log.info("playing %s for %.1f s", cue_id, seconds, extra=self._extra())
+        self.comms.add_cue(cue_id, str(int(cue.get("offset", 0))))
+        steps = max(1, int(seconds * 4))
+        for i in range(1, steps):
+            if self._stop_playing.wait(seconds / steps):
+                break
+            self.comms.update_cue(cue_id, max(1, min(99, i * 100 // steps)))
+        self.comms.remove_cue(cue_id)
+        if not self._stop_playing.is_set():
+            self._announce_next(next_index)
+
+    def _stop(self) -> None:
+        self._stop_playing.set()
+        with self._lock:
+            self.pointer = 0
+        self._announce_next(0)
+        self.comms.send_status("armed_ready", {"armed": "yes"})

@@ -1,0 +1,57 @@
+"""``cuelog node``: a node replica of the controller's log."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from eventlog import EventLog
+from replicas import NodeCommunications
+from tools import args as types
+from tools.engine import SimulatedEngine
+
+log = logging.getLogger("cuelog.node")
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "node",
+        help="run a node replica of the controller's log",
+        description="Run a node: dial the controller (redialing forever), replicate its log, "
+        "heartbeat its applied seq and digest. With --db the replica is kept in its own SQLite "
+        "file (a valid cuelog log that `replay` reads), so a restart resumes where it stopped.",
+    )
+    parser.add_argument("--id", required=True, type=types.node_id, help="this node's id")
+    parser.add_argument(
+        "--controller",
+        required=True,
+        type=types.address,
+        metavar="ADDR",
+        help="the controller's address, e.g. tcp://127.0.0.1:9093",
+    )
+    parser.add_argument("--db", metavar="PATH", help="keep the replica in this log file")
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="act as a node engine: react to load/go/stop with players, cues and progress",
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.db:
+        EventLog.open(args.db, synchronous="NORMAL").close()  # a bad file: one clear line
+    comms = NodeCommunications(args.controller, args.id, db=args.db)
+    if args.simulate:
+        engine = SimulatedEngine(comms)
+        comms.set_command_callback(engine.on_command)
+    else:
+        comms.set_command_callback(
+            lambda name, value, address: log.info(
+                "command %s = %r (%s)", name, value, address, extra={"node": args.id}
+            )
+        )
+    replica = comms.replica
+    return types.run_until_signal(replica.run, replica.stop)

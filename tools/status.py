@@ -1,0 +1,68 @@
+"""``cuelog status``: head seq, digest and the per-node table of a running controller."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from eventlog import dumps
+from replicas import DEFAULT_LISTEN
+from replicas.client import ControllerClient
+from tools import args as types
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "status",
+        help="ask a running controller for its head seq, digest and nodes",
+        description="Print the controller's log id, head seq and digest, and for every node: "
+        "online, applied seq, lag in events and seconds, and whether its digest matches the "
+        "log at its seq. Exit 1 if the controller does not answer or a node diverged.",
+    )
+    parser.add_argument(
+        "--controller",
+        default=DEFAULT_LISTEN,
+        type=types.address,
+        metavar="ADDR",
+        help=f"the controller's address (default {DEFAULT_LISTEN})",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object")
+    parser.add_argument(
+        "--timeout",
+        type=types.positive_float,
+        default=2.0,
+        metavar="S",
+        help="how long to wait for an answer (default 2 s)",
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def render(status: dict[str, Any]) -> str:
+    lines = [
+        f"log      {status['log_id']}",
+        f"head     {status['head_seq']}",
+        f"digest   {status['digest']}",
+        "",
+        f"{'node':<16} {'online':<7} {'applied':>8} {'lag ev':>7} {'lag s':>7}  digest",
+    ]
+    for node, info in status["nodes"].items():
+        match = {True: "match", False: "DIVERGED", None: "unknown"}[info["digest_match"]]
+        lag_s = info["lag_seconds"]
+        lag_text = "?" if lag_s is None else f"{lag_s:.2f}"
+        lines.append(
+            f"{node:<16} {'yes' if info['online'] else 'NO':<7} {info['applied_seq']:>8} "
+            f"{info['lag_events']:>7} {lag_text:>7}  {info['digest'][:12]} {match}"
+        )
+    if not status["nodes"]:
+        lines.append("(no node has checked in)")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    with ControllerClient(args.controller, timeout=args.timeout) as client:
+        status = client.status()
+    status.pop("k", None)
+    print(dumps(status).decode() if args.json else render(status))
+    diverged = any(info["digest_match"] is False for info in status["nodes"].values())
+    return 1 if diverged else 0
