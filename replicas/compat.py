@@ -333,16 +333,14 @@ class NodeCommunications(AsyncCommsThread):
     def add_cue(
         self, cue_id: str, offset: str, timeout: float | None = None
     ) -> concurrent.futures.Future[int]:
-        return self.send_operation(
-            self._op(OperationType.CUE, ActionType.ADD, cue_id, {"id": cue_id, "offset": offset})
-        )
+        op = self._op(OperationType.CUE, ActionType.ADD, cue_id, {"id": cue_id, "offset": offset})
+        return self.replica.submit(op, key=f"cue:{cue_id}")
 
     def remove_cue(
         self, cue_id: str, timeout: float | None = None
     ) -> concurrent.futures.Future[int]:
-        return self.send_operation(
-            self._op(OperationType.CUE, ActionType.REMOVE, cue_id, {"id": cue_id})
-        )
+        op = self._op(OperationType.CUE, ActionType.REMOVE, cue_id, {"id": cue_id})
+        return self.replica.submit(op, key=f"cue:{cue_id}")
 
     def update_nextcue(
         self, cue_id: str, timeout: float | None = None

@@ -201,6 +201,7 @@ class NodeReplica:
         self._fetch_wake = asyncio.Event()
         self._outbox_wake = asyncio.Event()
         self._coalesce: dict[str, tuple[Operation, list[concurrent.futures.Future[int]]]] = {}
+        self._coalesce_lock = threading.Lock()
         self._last_sent: dict[str, float] = {}
         self._reachable = False
         self.started = threading.Event()
@@ -225,66 +226,62 @@ class NodeReplica:
 
     # ------------------------------------------------------------------ sending (any thread)
 
-    def submit(self, op: Operation) -> concurrent.futures.Future[int]:
+    def submit(self, op: Operation, key: str | None = None) -> concurrent.futures.Future[int]:
         """Queue an operation for the controller; the future gives its seq once committed.
 
         Never blocks on the network. Raises `OutboxFull` when too many are unacknowledged and
-        `ValidationError` when the operation itself is invalid.
+        `ValidationError` when the operation itself is invalid. With a `key` (``cue:<id>``),
+        a progress update still held back for that key is superseded by this operation, so it
+        can never arrive after it (a progress after its cue's remove, say).
         """
-        return self.outbox.put(op)
+        if key is None:
+            return self.outbox.put(op)
+        with self._coalesce_lock:
+            held = self._coalesce.pop(key, None)
+            sent = self.outbox.put(op)
+        if held is not None:
+            _chain(sent, held[1])
+        return sent
 
     def submit_coalesced(self, key: str, op: Operation) -> concurrent.futures.Future[int]:
-        """Like `submit`, but at most `cue_status_hz` per key: a newer value replaces a held one."""
+        """Like `submit`, but at most `cue_status_hz` per key; the latest value wins.
+
+        An update within the interval is held (replacing any held one) and sent when the
+        interval ends; every caller's future gets the seq of the value that was sent.
+        """
         op = validate_operation(op)
-        if len(self.outbox) >= self.outbox.maxsize:
-            raise OutboxFull(f"node {self.node_id}: outbox full")
         future: concurrent.futures.Future[int] = concurrent.futures.Future()
-        loop = self._loop
-        if loop is None:
-            raise CuelogError(f"node {self.node_id} is not running")
-        loop.call_soon_threadsafe(self._coalesce_in_loop, key, op, future)
+        now = time.monotonic()
+        with self._coalesce_lock:
+            held = self._coalesce.get(key)
+            if held is not None:
+                self._coalesce[key] = (op, [*held[1], future])
+                return future
+            last = self._last_sent.get(key, -1e9)
+            loop = self._loop
+            if now - last >= self.cue_interval or loop is None or loop.is_closed():
+                self._last_sent[key] = now
+                return self.outbox.put(op)
+            if len(self.outbox) >= self.outbox.maxsize:
+                raise OutboxFull(f"node {self.node_id}: outbox full")
+            self._coalesce[key] = (op, [future])
+        delay = last + self.cue_interval - now
+        loop.call_soon_threadsafe(loop.call_later, delay, self._flush_key, key)
         return future
 
-    def _coalesce_in_loop(
-        self, key: str, op: Operation, future: concurrent.futures.Future[int]
-    ) -> None:
-        now = time.monotonic()
-        held = self._coalesce.get(key)
-        if held is not None:
-            self._coalesce[key] = (op, [*held[1], future])
-            return
-        last = self._last_sent.get(key, -1e9)
-        if now - last >= self.cue_interval:
-            self._send_held(key, op, [future])
-            return
-        self._coalesce[key] = (op, [future])
-        assert self._loop is not None
-        self._loop.call_later(last + self.cue_interval - now, self._flush_key, key)
-
     def _flush_key(self, key: str) -> None:
-        held = self._coalesce.pop(key, None)
-        if held is not None:
-            self._send_held(key, *held)
-
-    def _send_held(
-        self, key: str, op: Operation, futures: list[concurrent.futures.Future[int]]
-    ) -> None:
-        self._last_sent[key] = time.monotonic()
-        try:
-            sent = self.outbox.put(op)
-        except CuelogError as exc:
-            for fut in futures:
-                fut.set_exception(exc)
-            return
-
-        def chain(done: concurrent.futures.Future[int]) -> None:
-            for fut in futures:
-                if done.exception() is not None:
-                    fut.set_exception(done.exception())
-                else:
-                    fut.set_result(done.result())
-
-        sent.add_done_callback(chain)
+        with self._coalesce_lock:
+            held = self._coalesce.pop(key, None)
+            if held is None:
+                return
+            self._last_sent[key] = time.monotonic()
+            try:
+                sent = self.outbox.put(held[0])
+            except CuelogError as exc:
+                for fut in held[1]:
+                    fut.set_exception(exc)
+                return
+        _chain(sent, held[1])
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -531,3 +528,19 @@ class NodeReplica:
                 quiet_until = now + interval
                 interval = min(interval * 2, 30.0)
             self._reachable = connected
+
+
+def _chain(
+    source: concurrent.futures.Future[int], targets: list[concurrent.futures.Future[int]]
+) -> None:
+    """Resolve every future in `targets` the way `source` resolves."""
+
+    def done(result: concurrent.futures.Future[int]) -> None:
+        exc = result.exception()
+        for fut in targets:
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result.result())
+
+    source.add_done_callback(done)

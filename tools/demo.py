@@ -1,75 +1,252 @@
-"""``cuelog demo``: play a short scripted show and say where to look.
+"""``cuelog demo``: a whole cluster on loopback playing a short scripted show.
 
-This stage writes the show into a real log file through the real store (validation, dedup,
-durable commits, snapshots) and prints a summary and the ``replay`` commands to inspect it.
+It starts a controller and two simulated node engines as real processes (each with its own
+SQLite file), plays load / GO / cue progress / mixer / stop as the operator, kills one node
+with SIGKILL in the middle of the show and restarts it on its replica file, then checks that
+every node's digest matches the controller's log and prints where to look.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from eventlog import EventLog, OpId, Submission, digest
-from tools.show import demo_show
+from eventlog import ActionType, CuelogError, EventLog, Operation, OperationType, State, apply
+from replicas.client import ControllerClient, ControllerUnreachable
+from tools.status import render
 
-log = logging.getLogger("cuelog.demo")
+NODES = ("node-a", "node-b")
+CUES = [
+    {"id": "cue-1", "node": "node-a", "seconds": 2.0},
+    {"id": "cue-2", "node": "node-b", "seconds": 3.0},
+    {"id": "cue-3", "node": "node-a", "seconds": 2.0},
+    {"id": "cue-4", "node": "node-b", "seconds": 4.0},
+]
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
         "demo",
-        help="play a short scripted show into a log and print where to look",
-        description="Play a short scripted show (load, players, arm, GO, cue progress, stop) "
-        "into a fresh log file and print a summary plus the replay commands to inspect it.",
+        help="run a controller and two nodes on loopback and play a scripted show",
+        description="Start a controller and two simulated nodes on loopback (real processes, "
+        "real SQLite files), play a short show, SIGKILL a node mid-show and restart it, then "
+        "check every digest matches and print the commands to inspect the log.",
     )
     parser.add_argument(
-        "--dir",
-        default="demo-run",
-        help="folder for the demo's files (default: ./demo-run; the log is recreated)",
+        "--dir", default="demo-run", help="folder for logs and files (default: ./demo-run)"
     )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="keep the cluster running S seconds after the show (-1: until Ctrl-C)",
+    )
+    parser.add_argument("--port", type=int, default=0, help="controller port (default: a free one)")
     parser.set_defaults(func=run)
     return parser
+
+
+def free_port_pair() -> int:
+    """A port p with p and p+1 free on loopback (the controller uses both)."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            if port >= 65534:
+                continue
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise CuelogError("no free pair of loopback ports found")
+
+
+class Cluster:
+    def __init__(self, folder: Path, port: int) -> None:
+        self.folder = folder
+        self.address = f"tcp://127.0.0.1:{port}"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        logfile = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "tools.cli", *args],
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            cwd=os.getcwd(),
+        )
+        logfile.close()
+
+    def start_controller(self) -> None:
+        db = str(self.folder / "controller.db")
+        self._spawn("controller", ["controller", "--db", db, "--listen", self.address])
+
+    def start_node(self, node: str) -> None:
+        db = str(self.folder / f"{node}.db")
+        self._spawn(
+            node, ["node", "--id", node, "--controller", self.address, "--db", db, "--simulate"]
+        )
+
+    def kill9(self, name: str) -> None:
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ControllerUnreachable):
+            if check():
+                return
+        time.sleep(0.05)
+    raise CuelogError(f"demo: timed out after {timeout:g} s waiting for {what}")
+
+
+def command(name: str, value: Any = None, **extra: Any) -> Operation:
+    data = {"value": value, "address": f"/engine/command/{name}", **extra}
+    return Operation(OperationType.COMMAND, ActionType.UPDATE, "controller", name, data)
+
+
+def say(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
     folder = Path(args.dir)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "controller.db"
-    for suffix in ("", "-wal", "-shm"):
-        target = Path(f"{path}{suffix}")
-        if target.exists():
-            os.remove(target)
-    nodes = ["node-a", "node-b"]
-    counters: dict[str, int] = {}
-    refused: list[tuple[int, str, str]] = []
-    with EventLog.open(path, snapshot_every=10) as elog:
-        for step in demo_show(nodes):
-            counters[step.sender] = counters.get(step.sender, 0) + 1
-            sub = Submission(step.op, OpId(step.sender, counters[step.sender]))
-            result = elog.append_batch([sub])
-            seq, reason = result.seqs[0], result.reasons[0]
-            if reason is not None:
-                refused.append((seq, str(step.op), reason))
-                log.warning("%s: %s", step.op, reason, extra={"seq": seq, "node": step.sender})
-            elif step.note:
-                log.info("%s: %s", step.note, step.op, extra={"seq": seq, "node": step.sender})
-        state = elog.state
-        print(f"\nlog      {path}  (log_id {elog.log_id})")
-        print(f"events   {elog.head}   snapshots {len(elog.snapshots())}")
-        print(f"digest   {digest(state)}")
-        engine = state.engine
-        print(f"engine   load={engine['load']} running={engine['running']} armed={engine['armed']}")
-        for cue_id, info in sorted(state.cues.items()):
-            print(f"cue      {cue_id} status={info['status']} node={info['node']}")
-        print(f"ignored  {state.ignored} recorded no-ops (refused or stale)")
-        for seq, what, reason in refused:
-            print(f"         seq {seq}: {what}: {reason}")
-    print("\nwhere to look:")
-    print(f"  replay info {path}")
-    print(f"  replay events {path}")
-    print(f"  replay state {path} --at 12")
-    print(f"  replay verify {path}")
-    return 0
+    for old in folder.iterdir():
+        if old.suffix in (".db", ".log") or old.name.endswith((".db-wal", ".db-shm")):
+            old.unlink()
+    cluster = Cluster(folder, args.port or free_port_pair())
+    try:
+        return play(cluster, folder, args.duration)
+    finally:
+        cluster.stop()
+
+
+def play(cluster: Cluster, folder: Path, duration: float) -> int:
+    say(f"controller on {cluster.address}, files and logs in {folder}/")
+    cluster.start_controller()
+    for node in NODES:
+        cluster.start_node(node)
+    with ControllerClient(cluster.address, timeout=2.0, origin="operator") as client:
+
+        def status() -> dict[str, Any]:
+            return client.status()
+
+        def state() -> dict[str, Any]:
+            result: dict[str, Any] = client.state()["state"]
+            return result
+
+        def cue_status(cue_id: str) -> int:
+            return int(state()["cues"].get(cue_id, {}).get("status", 0))
+
+        wait_for(
+            "both nodes online",
+            lambda: all(status()["nodes"].get(n, {}).get("online") for n in NODES),
+        )
+        say("both nodes online; loading the show (a GO in the same breath is refused)")
+        client.submit([command("load", "demo-show", cues=CUES, nodes=list(NODES)), command("go")])
+        wait_for("every node armed", lambda: state()["engine"]["armed"] == "yes")
+        say("armed: GO cue-1 (node-a)")
+        client.submit([command("go")])
+        wait_for("cue-1 played", lambda: cue_status("cue-1") == 100)
+        client.submit(
+            [
+                Operation(
+                    OperationType.COMMAND,
+                    ActionType.UPDATE,
+                    "controller",
+                    "player_control",
+                    {"address": "/node-b/audio/mixer/0/1/volume", "value": 0.8},
+                )
+            ]
+        )
+        say("GO cue-2 (node-b); SIGKILL node-a while it plays")
+        client.submit([command("go")])
+        wait_for("cue-2 playing", lambda: 1 <= cue_status("cue-2") <= 99)
+        cluster.kill9("node-a")
+        say("node-a killed (kill -9); restarting it on its replica file")
+        cluster.start_node("node-a")
+        wait_for("cue-2 played", lambda: cue_status("cue-2") == 100)
+        wait_for("node-a back in sync", lambda: _caught_up(status(), "node-a"))
+        say("node-a is back and in sync; GO cue-3 (node-a)")
+        client.submit([command("go")])
+        wait_for("cue-3 played", lambda: cue_status("cue-3") == 100)
+        say("GO cue-4 (node-b), then STOP mid-cue")
+        client.submit([command("go")])
+        wait_for("cue-4 playing", lambda: 1 <= cue_status("cue-4") <= 99)
+        client.submit([command("stop")])
+        wait_for("nodes re-armed", lambda: state()["engine"]["armed"] == "yes")
+        wait_for("every node converged", lambda: all(_caught_up(status(), n) for n in NODES))
+        final = status()
+        final.pop("k", None)
+        print()
+        print(render(final))
+        print()
+        ok = all(info["digest_match"] for info in final["nodes"].values())
+        print("every digest matches the controller's log" if ok else "DIGESTS DIFFER")
+        db = folder / "controller.db"
+        for seq, what, reason in refused_commands(db):
+            print(f"refused, recorded, never fired: seq {seq} {what} ({reason})")
+        print("\nwhere to look:")
+        print(f"  replay events {db} --why        # every event; refused/ignored ones marked")
+        print(f"  replay events {db} --type command")
+        print(f"  replay state {db} --at 20      # the show at seq 20")
+        print(f"  replay verify {folder / 'node-a.db'}  # a node's replica file is a log too")
+        print(f"  cuelog status --controller {cluster.address}   (while it runs)")
+        print(f"  logs: {folder}/controller.log, {folder}/node-a.log, {folder}/node-b.log")
+        if duration:
+            say(
+                "cluster running; Ctrl-C to stop"
+                if duration < 0
+                else f"cluster running for {duration:g} s"
+            )
+            with contextlib.suppress(KeyboardInterrupt):
+                time.sleep(duration if duration > 0 else 1e9)
+        return 0 if ok else 1
+
+
+def refused_commands(db: Path) -> list[tuple[int, str, str]]:
+    """Commands the reducer refused, read back from the log file."""
+    found: list[tuple[int, str, str]] = []
+    with EventLog.open(db, readonly=True) as elog:
+        state = State()
+        for event in elog.iter_events():
+            reason = apply(state, event)
+            if reason is not None and event.op.type is OperationType.COMMAND:
+                found.append((event.seq, event.op.target, reason))
+    return found
+
+
+def _caught_up(status: dict[str, Any], node: str) -> bool:
+    info = status["nodes"].get(node)
+    return bool(
+        info
+        and info["online"]
+        and info["applied_seq"] == status["head_seq"]
+        and info["digest_match"] is True
+    )

@@ -2,7 +2,7 @@
 
 On ``load`` it adds its players and reports ``armed_ready`` (the node owning the first cue
 also reports ``nextcue``); on ``go`` it plays the cue at its pointer if the cue is its own
-(``cue/add``, progress at 4 Hz coalesced to 2 Hz, ``cue/remove``) and the owner announces the
+(``cue/add``, progress at 4 Hz coalesced to 2 Hz, ``cue/remove``) and then announces the
 next cue; on ``stop`` it stops playing and re-arms. The cue list comes with the load:
 ``{"value": "<project>", "cues": [{"id", "node", "seconds"}...], "nodes": [...]}``.
 """
@@ -51,14 +51,13 @@ class SimulatedEngine:
         for cue in self.cues:
             if cue.get("node") == self.node_id:
                 self.comms.add_player(f"audioplayer_{cue['id']}")
-        self._announce_next(0)
+        if self.cues and self.cues[0].get("node") == self.node_id:
+            self._announce_next(0)
         self.comms.send_status("armed_ready", {"armed": "yes"})
 
     def _announce_next(self, index: int) -> None:
-        if index < len(self.cues) and self.cues[index].get("node") == self.node_id:
-            self.comms.update_nextcue(self.cues[index]["id"])
-        elif index >= len(self.cues) and self.cues and self.cues[-1].get("node") == self.node_id:
-            self.comms.update_nextcue("")
+        """Report the cue at `index` as next ("" after the last one)."""
+        self.comms.update_nextcue(self.cues[index]["id"] if index < len(self.cues) else "")
 
     def _go(self) -> None:
         with self._lock:
@@ -96,5 +95,6 @@ class SimulatedEngine:
         self._stop_playing.set()
         with self._lock:
             self.pointer = 0
-        self._announce_next(0)
+        if self.cues and self.cues[0].get("node") == self.node_id:
+            self._announce_next(0)
         self.comms.send_status("armed_ready", {"armed": "yes"})
