@@ -206,6 +206,8 @@ class NodeReplica:
         self._reachable = False
         self.started = threading.Event()
         self.synced = threading.Event()
+        #: called on the node's loop with each batch of applied events (set before `run`)
+        self.on_applied: Callable[[list[Event]], None] | None = None
 
     # ------------------------------------------------------------------ views (any thread)
 
@@ -306,6 +308,7 @@ class NodeReplica:
         self.outbox.wake = wake_up
         store = await asyncio.to_thread(self._open_store)
         self.core = ReplicaCore(self.node_id, store, max_command_age=self.max_command_age)
+        self.core.on_applied = self.on_applied
         events_addr = protocol.events_address(self.controller)
         req = pynng.Req0(
             recv_max_size=protocol.NNG_MAX_BYTES, reconnect_time_min=100, reconnect_time_max=2000

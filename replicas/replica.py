@@ -16,7 +16,7 @@ its caller what to do next (`next_fetch`) and which commands to fire. Rules it n
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
 from eventlog import (
@@ -107,6 +107,8 @@ class ReplicaCore:
         self.need_hello = True
         self.resyncs = 0
         self.gaps = 0
+        #: called with every batch of events right after it was applied (in seq order)
+        self.on_applied: Callable[[list[Event]], None] | None = None
 
     # ---------------------------------------------------------------- views
 
@@ -308,6 +310,8 @@ class ReplicaCore:
         if not batch:
             return []
         reasons = self.store.append_events(batch)
+        if self.on_applied is not None:
+            self.on_applied(batch)
         return self._to_fire(batch, reasons)
 
     def _to_fire(self, batch: list[Event], reasons: list[str | None]) -> list[Event]:
