@@ -39,6 +39,7 @@ from eventlog import (
 from eventlog.store import Synchronous
 from replicas import protocol
 from replicas.compat import NodeOperation
+from replicas.nngio import guarded
 from replicas.protocol import ProtocolError
 from replicas.sequencer import DEFAULT_NODE_TIMEOUT, DEFAULT_TAIL_LIMIT, ControllerCore, Prepared
 
@@ -199,13 +200,13 @@ class Controller:
     async def _serve(self, ctx: Any) -> None:
         while True:
             try:
-                msg = await ctx.arecv_msg()
+                msg = await guarded(ctx.arecv_msg())
             except pynng.Closed:
                 return
             raw = msg.bytes
             reply = await self.handle(raw, msg.pipe)
             try:
-                await ctx.asend(dumps(reply))
+                await guarded(ctx.asend(dumps(reply)))
             except pynng.Closed:
                 return
             except pynng.NNGException as exc:
@@ -329,7 +330,7 @@ class Controller:
             return
         self._last_publish = time.monotonic()
         try:
-            await pub.asend(data)
+            await guarded(pub.asend(data))
         except pynng.NNGException as exc:
             log.warning("publish failed: %s", exc)
 

@@ -39,6 +39,7 @@ from eventlog import (
 )
 from replicas import protocol
 from replicas.controller import close_all
+from replicas.nngio import guarded
 from replicas.protocol import ProtocolError
 from replicas.replica import DEFAULT_MAX_COMMAND_AGE, MemoryStore, ReplicaCore, ReplicaStore
 
@@ -368,8 +369,8 @@ class NodeReplica:
     async def _request(self, ctx: Any, msg: dict[str, Any]) -> dict[str, Any] | None:
         try:
             async with asyncio.timeout(self.request_timeout):
-                await ctx.asend(dumps(msg))
-                raw = await ctx.arecv()
+                await guarded(ctx.asend(dumps(msg)))
+                raw = await guarded(ctx.arecv())
         except TimeoutError:
             return None
         except pynng.NNGException as exc:
@@ -442,7 +443,7 @@ class NodeReplica:
         core = self.core
         assert core is not None
         while True:
-            raw = await sub.arecv()
+            raw = await guarded(sub.arecv())
             try:
                 msg = protocol.decode(raw, limit=protocol.NNG_MAX_BYTES)
                 self._fire(core.on_frame(msg))

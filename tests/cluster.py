@@ -1,0 +1,136 @@
+"""Helpers for tests that run real controllers and nodes: threads, processes, waiting.
+
+Waiting is always on a condition with a deadline; the poll interval is an `Event.wait`, not a
+bare sleep, and a missed deadline fails with what was being waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from replicas import Controller, NodeCommunications
+from replicas.client import ControllerClient
+
+_tick = threading.Event()
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll `check` until it is true; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        _tick.wait(0.01)
+
+
+def ipc_address(folder: Path, name: str = "ctl") -> str:
+    return f"ipc://{folder}/{name}.ipc"
+
+
+class ControllerThread:
+    """A `Controller` running on its own event loop in a daemon thread."""
+
+    def __init__(self, db: str | Path, address: str, **options: Any) -> None:
+        self.controller = Controller(db, address, **options)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.loop.run_until_complete(self.controller.run())
+
+    def start(self) -> ControllerThread:
+        self.thread.start()
+        wait_for("controller ready", self.controller.ready.is_set, 10)
+        return self
+
+    def call(self, coro: Any, timeout: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.controller.stop)
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "controller thread did not stop"
+
+
+@contextmanager
+def controller_thread(db: str | Path, address: str, **options: Any) -> Iterator[ControllerThread]:
+    ctl = ControllerThread(db, address, **options).start()
+    try:
+        yield ctl
+    finally:
+        ctl.stop()
+
+
+@contextmanager
+def nodes(address: str, ids: list[str], **options: Any) -> Iterator[list[NodeCommunications]]:
+    started = [NodeCommunications(address, node_id, **options) for node_id in ids]
+    for comms in started:
+        comms.start()
+    try:
+        yield started
+    finally:
+        for comms in started:
+            comms.stop()
+        for comms in started:
+            comms.join(10)
+
+
+def status(address: str) -> dict[str, Any]:
+    with ControllerClient(address, timeout=5.0) as client:
+        return client.status()
+
+
+def converged(address: str, ids: list[str]) -> bool:
+    st = status(address)
+    return all(
+        st["nodes"].get(n, {}).get("online")
+        and st["nodes"][n]["applied_seq"] == st["head_seq"]
+        and st["nodes"][n]["digest_match"] is True
+        for n in ids
+    )
+
+
+class Proc:
+    """A `cuelog` subcommand in its own process, logging to a file."""
+
+    def __init__(self, folder: Path, name: str, args: list[str]) -> None:
+        self.name = name
+        self.logfile = folder / f"{name}.log"
+        with open(self.logfile, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tools.cli", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    def log_text(self) -> str:
+        return self.logfile.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode if self.proc.returncode is not None else -1
