@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
+import orjson
+
 from eventlog.errors import ValidationError
 
 #: Largest encoded ``data`` accepted for one operation (bytes of canonical JSON).
@@ -29,6 +31,8 @@ MAX_TARGET_LEN: Final = 512
 MAX_ORIGIN_LEN: Final = 128
 _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**63 - 1
+#: bytes one character may take in canonical JSON (a control character becomes \u00XX)
+_WORST_EXPANSION: Final = 6
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -294,9 +298,11 @@ def validate_operation(raw: Any) -> Operation:
         if type(op_type) is not OperationType or type(action) is not ActionType:
             return validate_operation(
                 {
-                    **raw.to_wire(),
                     "type": getattr(op_type, "value", op_type),
                     "action": getattr(action, "value", action),
+                    "sender": raw.sender,
+                    "target": raw.target,
+                    "data": raw.data,
                 }
             )
         _check_parts(op_type, action, raw.sender, raw.target, raw.data)
@@ -353,6 +359,9 @@ def _check_parts(
                 "data", "not-an-object", f"must be an object or null, got {_kind(data)}"
             )
         size = check_json_value(data)
+        if size * _WORST_EXPANSION > MAX_DATA_BYTES:
+            # the estimate counts characters; escapes and UTF-8 can take up to 6 bytes each
+            size = len(orjson.dumps(data))
         if size > MAX_DATA_BYTES:
             raise ValidationError(
                 "data", "too-large", f"is about {size} bytes, the limit is {MAX_DATA_BYTES}"

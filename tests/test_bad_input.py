@@ -1,0 +1,228 @@
+"""Hostile and malformed input sent to a live controller by a raw pynng socket.
+
+Every bad request gets a clear error reply (REQ/REP always allows one) and a log line, nothing
+is appended, and the controller keeps serving everyone else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pynng
+import pytest
+
+from eventlog import EventLog
+from replicas import protocol
+from tests.cluster import (
+    ControllerThread,
+    controller_thread,
+    converged,
+    ipc_address,
+    nodes,
+    wait_for,
+)
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[str, ControllerThread]]:
+    addr = ipc_address(tmp_path)
+    with controller_thread(tmp_path / "ctl.db", addr) as ctl:
+        yield addr, ctl
+
+
+def ask(addr: str, raw: bytes) -> dict[str, Any]:
+    with pynng.Req0(dial=addr, recv_timeout=5000, send_timeout=5000) as sock:
+        sock.send(raw)
+        reply: dict[str, Any] = orjson.loads(sock.recv())
+        return reply
+
+
+def good_op(n: int) -> dict[str, Any]:
+    return {
+        "type": "status",
+        "action": "update",
+        "sender": "n1",
+        "target": "nextcue",
+        "data": {"nextcue": f"c{n}"},
+        "op_id": ["n1/test", n],
+    }
+
+
+def head(ctl: ControllerThread) -> int:
+    assert ctl.controller.core is not None
+    return ctl.controller.core.head
+
+
+BAD_REQUESTS = [
+    (b"\x00\xff\xfe garbage", "not valid JSON"),
+    (b"{not json", "not valid JSON"),
+    (b"[1, 2, 3]", "must be a JSON object"),
+    (b'"just a string"', "must be a JSON object"),
+    (b'{"no_kind": 1}', "kind"),
+    (b'{"k": "launch_missiles"}', "unknown request kind"),
+    (b'{"k": 7}', "kind"),
+    (b'{"k": "submit"}', "needs 'node'"),
+    (b'{"k": "submit", "node": "n1", "ops": "nope"}', "'ops' has the wrong type"),
+    (b'{"k": "submit", "node": "", "ops": []}', "'node' must be"),
+    (b'{"k": "submit", "node": "a\\u0000b", "ops": []}', "'node' must be"),
+    (b'{"k": "fetch", "node": "n1", "log": "x", "after": -5}', "must not be negative"),
+    (b'{"k": "fetch", "node": "n1", "log": 3, "after": 0}', "'log' has the wrong type"),
+    (b'{"k": "beat", "node": "n1", "applied": "ten", "digest": "d"}', "wrong type"),
+    (b'{"k": "hello", "node": ["n1"]}', "'node' has the wrong type"),
+    (b'{"k": "submit", "node": "n1", "ops": [], "x": 1e999}', "not valid JSON"),
+    ('"\udcff"'.encode("utf-8", "surrogatepass"), "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), BAD_REQUESTS)
+def test_bad_request_gets_an_error_reply_and_appends_nothing(
+    live: tuple[str, ControllerThread],
+    raw: bytes,
+    expected: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    addr, ctl = live
+    caplog.set_level(logging.WARNING, logger="cuelog.controller")
+    before = head(ctl)
+    reply = ask(addr, raw)
+    assert reply["k"] == "error"
+    assert expected in reply["error"]
+    assert head(ctl) == before
+    assert "bad request" in caplog.text
+    # and it keeps serving
+    assert ask(addr, b'{"k": "status"}')["k"] == "status"
+
+
+def test_invalid_operations_are_refused_one_by_one(live: tuple[str, ControllerThread]) -> None:
+    addr, ctl = live
+    bad_ops: list[Any] = [
+        {
+            "type": "bogus",
+            "action": "update",
+            "sender": "n1",
+            "target": "t",
+            "data": None,
+            "op_id": ["n1/test", 100],
+        },
+        {
+            "type": "cue",
+            "action": "update",
+            "sender": "n1",
+            "target": "c",
+            "data": {"percentage": 1e308 * 10 if False else 500},
+            "op_id": ["n1/test", 101],
+        },
+        {
+            "type": "status",
+            "action": "update",
+            "sender": "n1",
+            "target": "node_joined",
+            "data": {"node": "evil"},
+            "op_id": ["n1/test", 102],
+        },
+        {
+            "type": "status",
+            "action": "update",
+            "sender": "n1",
+            "target": "nextcue",
+            "data": {"nextcue": "x"},
+        },
+        "not an object",
+        {
+            "type": "command",
+            "action": "add",
+            "sender": "n1",
+            "target": "go",
+            "data": None,
+            "op_id": ["n1/test", 103],
+        },
+    ]
+    ops = [good_op(1), *bad_ops, good_op(2)]
+    reply = ask(addr, orjson.dumps({"k": "submit", "node": "n1", "ops": ops}))
+    assert reply["k"] == "acks"
+    results = reply["results"]
+    assert [r.get("seq") for r in results] == [1, None, None, None, None, None, None, 2]
+    rules = [r.get("rule") for r in results[1:-1]]
+    assert rules == [
+        "unknown-type",
+        "out-of-range",
+        "reserved",
+        "missing",
+        "not-an-object",
+        "action-not-allowed",
+    ]
+    assert head(ctl) == 2
+
+
+def test_retried_submit_is_not_appended_twice(live: tuple[str, ControllerThread]) -> None:
+    addr, ctl = live
+    msg = orjson.dumps({"k": "submit", "node": "n1", "ops": [good_op(1), good_op(2)]})
+    first = ask(addr, msg)
+    again = ask(addr, msg)
+    assert first["results"] == again["results"] == [{"seq": 1}, {"seq": 2}]
+    assert head(ctl) == 2
+
+
+def test_oversized_request_is_refused_with_a_reply(live: tuple[str, ControllerThread]) -> None:
+    addr, ctl = live
+    huge = b'{"k": "submit", "node": "n1", "ops": ["' + b"x" * (protocol.MAX_REQUEST_BYTES + 10)
+    reply = ask(addr, huge + b'"]}')
+    assert reply["k"] == "error" and "over the" in reply["error"]
+    too_many = [good_op(i + 1) for i in range(protocol.MAX_SUBMIT_OPS + 1)]
+    reply = ask(addr, orjson.dumps({"k": "submit", "node": "n1", "ops": too_many}))
+    assert reply["k"] == "error" and "at most" in reply["error"]
+    big_data = good_op(1)
+    big_data["data"] = {"nextcue": "x" * 70_000}
+    reply = ask(addr, orjson.dumps({"k": "submit", "node": "n1", "ops": [big_data]}))
+    assert reply["results"][0]["rule"] == "too-large"
+    assert head(ctl) == 0
+
+
+def test_frame_beyond_the_nng_limit_is_dropped_and_the_controller_keeps_serving(
+    live: tuple[str, ControllerThread],
+) -> None:
+    addr, ctl = live
+    with pynng.Req0(dial=addr, recv_timeout=1500, send_timeout=5000) as sock:
+        sock.send(b"x" * (protocol.NNG_MAX_BYTES + 1024))
+        with pytest.raises(pynng.Timeout):
+            sock.recv()
+    assert ask(addr, b'{"k": "status"}')["head_seq"] == head(ctl) == 0
+
+
+def test_foreign_log_hello_and_fetch(live: tuple[str, ControllerThread]) -> None:
+    addr, ctl = live
+    welcome = ask(addr, b'{"k": "hello", "node": "n9", "log": "some-other-log", "after": 40}')
+    assert welcome["k"] == "welcome" and welcome["resync"] is True
+    assert welcome["log"] == ctl.controller.core.log_id  # type: ignore[union-attr]
+    refused = ask(addr, b'{"k": "fetch", "node": "n9", "log": "some-other-log", "after": 40}')
+    assert refused["k"] == "error" and refused["rule"] == "foreign-log"
+
+
+def test_fetch_past_the_head_is_refused(live: tuple[str, ControllerThread]) -> None:
+    addr, ctl = live
+    log_id = ctl.controller.core.log_id  # type: ignore[union-attr]
+    reply = ask(addr, orjson.dumps({"k": "fetch", "node": "n1", "log": log_id, "after": 99}))
+    assert reply["rule"] == "ahead-of-head"
+
+
+def test_nodes_keep_converging_while_garbage_flows(tmp_path: Path) -> None:
+    addr = ipc_address(tmp_path)
+    with controller_thread(tmp_path / "ctl.db", addr), nodes(addr, ["a", "b"]) as (a, b):
+        futures = []
+        for i in range(200):
+            futures.append(a.update_nextcue(f"c{i}"))
+            ask(addr, BAD_REQUESTS[i % len(BAD_REQUESTS)][0])
+        assert len({f.result(10) for f in futures}) == 200
+        wait_for("converged", lambda: converged(addr, ["a", "b"]))
+        assert a.digest == b.digest
+
+
+def test_a_garbage_replica_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "node.db"
+    bad.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(Exception, match="not a SQLite database"):
+        EventLog.open(bad)
