@@ -412,7 +412,7 @@ class NodeReplica:
                     backoff = min(backoff * 2, 2.0)
                     continue
                 try:
-                    core.on_welcome(reply)
+                    core.on_welcome(reply, time.monotonic())
                 except ProtocolError as exc:
                     log.warning("bad welcome: %s", exc, extra=self._extra())
                     continue
@@ -433,7 +433,7 @@ class NodeReplica:
                 continue
             backoff = 0.1
             try:
-                self._fire(core.on_fetch_reply(reply))
+                self._fire(core.on_fetch_reply(reply, time.monotonic()))
             except (ProtocolError, CuelogError) as exc:
                 core.on_fetch_failed()
                 log.warning("bad fetch reply: %s", exc, extra=self._extra())
@@ -446,7 +446,7 @@ class NodeReplica:
             raw = await guarded(sub.arecv())
             try:
                 msg = protocol.decode(raw, limit=protocol.NNG_MAX_BYTES)
-                self._fire(core.on_frame(msg))
+                self._fire(core.on_frame(msg, time.monotonic()))
             except (ProtocolError, CuelogError) as exc:
                 log.warning("dropped a bad frame: %s", exc, extra=self._extra())
             self._after_input()
@@ -469,6 +469,8 @@ class NodeReplica:
                         core.need_hello = True
                     elif isinstance(reply.get("head"), int):
                         core.known_head = max(core.known_head, reply["head"])
+                    if isinstance(reply.get("ts"), int | float):
+                        core.on_clock(reply["ts"], time.monotonic())
                     self._after_input()
             await asyncio.sleep(self.beat_interval)
 

@@ -8,9 +8,11 @@ its caller what to do next (`next_fetch`) and which commands to fire. Rules it n
 - A replica holds one log: a different log id from the controller means a full resync.
 - A command fires only if the reducer accepted it, it is newer than the head the controller
   reported when this replica joined (history never fires: catch-up, snapshots and a restart
-  with its own file only rebuild state), and it is at most ``max_command_age`` seconds older
-  than the newest controller clock reading seen (a node that was frozen does not play a GO
-  from the past). Both times are the controller's clock: node clocks never matter.
+  with its own file only rebuild state), and it is at most ``max_command_age`` seconds old in
+  the controller's clock (a node that was frozen does not play a GO from the past). The
+  replica estimates the controller's "now" from the freshest (controller ts - local time)
+  offset it has seen; callers pass their local monotonic time as ``now``. Without ``now`` the
+  newest controller ts seen stands in for it.
 """
 
 from __future__ import annotations
@@ -99,6 +101,9 @@ class ReplicaCore:
         self.known_head = 0
         #: newest controller clock reading seen (frames, heartbeats, replies)
         self.controller_ts = 0.0
+        #: freshest controller-clock minus local-clock offset seen (None: no local clock given)
+        self.offset: float | None = None
+        self._now: float | None = None
         #: commands with seq <= live_from are history and never fire
         self.live_from: int | None = None
         self.pending: dict[int, Event] = {}
@@ -177,8 +182,17 @@ class ReplicaCore:
     def _saw(self, head: int | None, ts: Any) -> None:
         if head is not None and head > self.known_head:
             self.known_head = head
-        if isinstance(ts, int | float) and ts > self.controller_ts:
-            self.controller_ts = float(ts)
+        if isinstance(ts, int | float):
+            if ts > self.controller_ts:
+                self.controller_ts = float(ts)
+            if self._now is not None and (self.offset is None or ts - self._now > self.offset):
+                self.offset = float(ts) - self._now
+
+    def controller_now(self) -> float:
+        """The controller's clock now, as well as this replica can tell."""
+        if self._now is not None and self.offset is not None:
+            return max(self.controller_ts, self._now + self.offset)
+        return self.controller_ts
 
     def _full_resync(self, log_id: str, why: str) -> None:
         if self.store.head:
@@ -187,8 +201,9 @@ class ReplicaCore:
         self.store.reset(log_id, None)
         self.pending.clear()
 
-    def on_welcome(self, msg: dict[str, Any]) -> None:
+    def on_welcome(self, msg: dict[str, Any], now: float | None = None) -> None:
         """The controller's answer to `hello`: its log id, head and clock."""
+        self._now = now
         log_id: str = field(msg, "log", str)
         head: int = field(msg, "head", int)
         self.fetching = False
@@ -226,8 +241,9 @@ class ReplicaCore:
             extra=self._extra(),
         )
 
-    def on_frame(self, msg: dict[str, Any]) -> list[Event]:
+    def on_frame(self, msg: dict[str, Any], now: float | None = None) -> list[Event]:
         """A frame from the event stream. Returns the commands to fire, in order."""
+        self._now = now
         kind = msg.get("k")
         if self.controller_log is None or self.need_hello:
             return []
@@ -247,8 +263,9 @@ class ReplicaCore:
         self._saw(events[-1].seq if events else None, msg.get("ts"))
         return self._receive(events)
 
-    def on_fetch_reply(self, msg: dict[str, Any]) -> list[Event]:
+    def on_fetch_reply(self, msg: dict[str, Any], now: float | None = None) -> list[Event]:
         """The answer to `next_fetch`'s request. Returns the commands to fire, in order."""
+        self._now = now
         self.fetching = False
         kind = msg.get("k")
         if kind == "error":
@@ -281,6 +298,11 @@ class ReplicaCore:
             raise ProtocolError(f"unexpected reply {kind!r} to fetch")
         _, events = decode_events(msg)
         return self._receive(events)
+
+    def on_clock(self, controller_ts: float, now: float) -> None:
+        """A controller time reading received at local time `now` (a beat reply)."""
+        self._now = now
+        self._saw(None, controller_ts)
 
     def on_fetch_failed(self) -> None:
         """The fetch got no answer (timeout, lost connection): it may be asked again."""
@@ -317,6 +339,7 @@ class ReplicaCore:
     def _to_fire(self, batch: list[Event], reasons: list[str | None]) -> list[Event]:
         out: list[Event] = []
         live_from = self.live_from if self.live_from is not None else self.known_head
+        controller_now = self.controller_now()
         for event, reason in zip(batch, reasons, strict=True):
             if event.op.type is not OperationType.COMMAND:
                 continue
@@ -324,11 +347,11 @@ class ReplicaCore:
                 log.info("not firing %s: %s", event.op.target, reason, extra=self._extra(event.seq))
             elif event.seq <= live_from:
                 log.debug("history, not fired: %s", event.op.target, extra=self._extra(event.seq))
-            elif self.controller_ts - event.ts > self.max_command_age:
+            elif controller_now - event.ts > self.max_command_age:
                 log.warning(
                     "not firing %s: it is %.1f s old (this node was behind)",
                     event.op.target,
-                    self.controller_ts - event.ts,
+                    controller_now - event.ts,
                     extra=self._extra(event.seq),
                 )
             else:

@@ -1,0 +1,101 @@
+"""`ReplicaCore` driven by plain messages: ordering, gaps, resync and command gating."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventlog import ActionType, Event, Operation, OperationType, OpId
+from replicas import protocol
+from replicas.replica import MemoryStore, ReplicaCore
+
+LOG = "log-1"
+
+
+def ev(seq: int, target: str = "nextcue", ts: float = 1000.0, **data: Any) -> Event:
+    if target in ("go", "stop", "load"):
+        op = Operation(
+            OperationType.COMMAND,
+            ActionType.UPDATE,
+            "controller",
+            target,
+            {"value": None, "address": f"/engine/command/{target}"},
+        )
+    else:
+        op = Operation(
+            OperationType.STATUS, ActionType.UPDATE, "n9", target, data or {"nextcue": f"c{seq}"}
+        )
+    return Event(seq, ts, LOG, op, OpId("n9", seq))
+
+
+def frame(*events: Event, ts: float | None = None) -> dict[str, Any]:
+    return protocol.events_frame(LOG, list(events), ts if ts is not None else events[-1].ts)
+
+
+def joined(head: int = 0, ts: float = 1000.0, now: float = 0.0) -> ReplicaCore:
+    core = ReplicaCore("n1", MemoryStore())
+    core.on_welcome({"k": "welcome", "log": LOG, "head": head, "ts": ts}, now)
+    return core
+
+
+def test_in_order_frames_apply_and_duplicates_are_ignored() -> None:
+    core = joined()
+    core.on_frame(frame(ev(1), ev(2)), 0.1)
+    core.on_frame(frame(ev(1), ev(2)), 0.1)
+    core.on_frame(frame(ev(3)), 0.1)
+    assert core.applied == 3
+    assert core.next_fetch() is None
+
+
+def test_a_hole_is_fetched_never_skipped() -> None:
+    core = joined()
+    core.on_frame(frame(ev(1)), 0.1)
+    core.on_frame(frame(ev(4), ev(5)), 0.1)
+    assert core.applied == 1
+    assert core.pending.keys() == {4, 5}
+    fetch = core.next_fetch()
+    assert fetch is not None and (fetch["after"], fetch["limit"]) == (1, 2)
+    assert core.next_fetch() is None, "one fetch in flight at a time"
+    reply = frame(ev(2), ev(3))
+    reply["k"] = "events"
+    core.on_fetch_reply(reply, 0.2)
+    assert core.applied == 5 and not core.pending
+
+
+def test_history_never_fires_but_live_commands_do() -> None:
+    core = joined(head=2)
+    reply = frame(ev(1), ev(2, "stop"))
+    reply["k"] = "events"
+    assert core.on_fetch_reply(reply, 0.1) == []
+    fired = core.on_frame(frame(ev(3, "stop", ts=1000.5)), 0.5)
+    assert [e.seq for e in fired] == [3]
+
+
+def test_a_command_from_a_frozen_past_does_not_fire() -> None:
+    core = joined(ts=1000.0, now=0.0)
+    # the node was frozen: this frame sat in its socket for 6 s of local time
+    assert core.on_frame(frame(ev(1, "stop", ts=1000.2)), now=6.0) == []
+    # a fresh one fires
+    assert [e.seq for e in core.on_frame(frame(ev(2, "stop", ts=1006.0)), now=6.01)] == [2]
+
+
+def test_a_refused_command_never_fires() -> None:
+    core = joined()
+    assert core.on_frame(frame(ev(1, "go")), 0.1) == []  # go while not armed
+    assert core.state.commands["go"]["accepted"] is False
+
+
+def test_a_different_log_means_a_full_resync() -> None:
+    core = joined()
+    core.on_frame(frame(ev(1), ev(2)), 0.1)
+    core.on_frame({"k": "hb", "log": "log-2", "head": 7, "ts": 1001.0}, 0.2)
+    assert core.need_hello
+    core.on_welcome({"k": "welcome", "log": "log-2", "head": 7, "ts": 1001.0}, 0.3)
+    assert core.applied == 0 and core.store.log_id == "log-2" and core.resyncs == 1
+    assert core.next_fetch() == {"k": "fetch", "node": "n1", "log": "log-2", "after": 0, "limit": 7}
+
+
+def test_heartbeat_reveals_missed_events() -> None:
+    core = joined()
+    core.on_frame({"k": "hb", "log": LOG, "head": 3, "ts": 1000.1}, 0.1)
+    fetch = core.next_fetch()
+    assert fetch is not None and fetch["after"] == 0 and fetch["limit"] == 3
