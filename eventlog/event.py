@@ -82,7 +82,7 @@ def event_from_dict(raw: Any, log_id: str | None = None) -> Event:
         sender = raw["sender"]
         target = raw["target"]
         data = raw["data"]
-        op_id = validate_op_id(raw["op_id"])
+        op_id = validate_op_id(raw["op_id"], allow_reserved=True)
     except KeyError as exc:
         raise DecodeError(f"event is missing or has a bad value for {exc}") from None
     except (TypeError, ValidationError) as exc:

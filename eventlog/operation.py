@@ -31,6 +31,8 @@ MAX_TARGET_LEN: Final = 512
 MAX_ORIGIN_LEN: Final = 128
 _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**63 - 1
+#: op_id origins with this prefix are the log's own (given to ops submitted without an op_id)
+RESERVED_ORIGIN_PREFIX: Final = "~"
 #: bytes one character may take in canonical JSON (a control character becomes \u00XX)
 _WORST_EXPANSION: Final = 6
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -306,7 +308,9 @@ def validate_operation(raw: Any) -> Operation:
                 }
             )
         _check_parts(op_type, action, raw.sender, raw.target, raw.data)
-        return raw
+        if raw.data is None:
+            return raw
+        return Operation(op_type, action, raw.sender, raw.target, _own(raw.data))
     if not isinstance(raw, Mapping):
         raise ValidationError(
             "$", "not-an-object", f"an operation must be a JSON object, got {_kind(raw)}"
@@ -339,7 +343,23 @@ def validate_operation(raw: Any) -> Operation:
         data = dict(data)
     sender, target = raw["sender"], raw["target"]
     _check_parts(found_type, found_action, sender, target, data)
-    return Operation(found_type, found_action, sender, target, data)
+    return Operation(found_type, found_action, sender, target, None if data is None else _own(data))
+
+
+_SCALARS: Final = (str, int, float, bool, type(None))
+
+
+def _own(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of validated `data` that shares nothing with the caller's objects.
+
+    The state and its snapshots keep operation data; a caller mutating its dict afterwards
+    must not change them behind the log's back.
+    """
+    for value in data.values():
+        if type(value) not in _SCALARS:
+            copied: dict[str, Any] = orjson.loads(orjson.dumps(data))
+            return copied
+    return dict(data)
 
 
 def _check_parts(
@@ -369,8 +389,12 @@ def _check_parts(
     _check_semantics(op_type, action, target, data)
 
 
-def validate_op_id(raw: Any) -> OpId:
-    """Turn a wire ``op_id`` (``[origin, origin_seq]``) into an `OpId`."""
+def validate_op_id(raw: Any, *, allow_reserved: bool = False) -> OpId:
+    """Turn a wire ``op_id`` (``[origin, origin_seq]``) into an `OpId`.
+
+    Origins starting with ``~`` belong to the log itself (the ids it gives its own
+    operations); senders may not use them unless `allow_reserved` (reading stored events).
+    """
     if type(raw) is OpId:
         origin, origin_seq = raw.origin, raw.origin_seq
         if (
@@ -380,6 +404,7 @@ def validate_op_id(raw: Any) -> OpId:
             and origin.isascii()
             and len(origin) <= MAX_ORIGIN_LEN
             and 1 <= origin_seq <= _INT_MAX
+            and (allow_reserved or not origin.startswith(RESERVED_ORIGIN_PREFIX))
         ):
             return raw
         raw = raw.to_wire()
@@ -393,6 +418,10 @@ def validate_op_id(raw: Any) -> OpId:
             f"origin must be a non-empty string of at most {MAX_ORIGIN_LEN}",
         )
     _check_utf8("op_id[0]", origin)
+    if origin.startswith(RESERVED_ORIGIN_PREFIX) and not allow_reserved:
+        raise ValidationError(
+            "op_id[0]", "reserved-origin", "origins starting with '~' belong to the log itself"
+        )
     if (
         isinstance(origin_seq, bool)
         or not isinstance(origin_seq, int)

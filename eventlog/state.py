@@ -125,7 +125,10 @@ class State:
             if not isinstance(raw["required"], list):
                 raise DecodeError("state field 'required' must be a list")
             state.required = raw["required"]
-            state.ignored = int(raw["ignored"])
+            ignored = raw["ignored"]
+            if isinstance(ignored, bool) or not isinstance(ignored, int) or ignored < 0:
+                raise DecodeError("state field 'ignored' must be a non-negative integer")
+            state.ignored = ignored
         except KeyError as exc:
             raise DecodeError(f"encoded state is missing {exc}") from None
         return state

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import sqlite_utils
@@ -36,6 +37,7 @@ from eventlog.operation import (
     OperationType,
     OpId,
     Submission,
+    validate_operation,
     validate_submission,
 )
 from eventlog.reducer import apply
@@ -103,7 +105,7 @@ def _connect(path: str, readonly: bool) -> sqlite3.Connection:
     if path == ":memory:":
         return sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
     if readonly:
-        uri = "file:" + path.replace("?", "%3f").replace("#", "%23") + "?mode=ro"
+        uri = Path(path).absolute().as_uri() + "?mode=ro"
         return sqlite3.connect(
             uri, uri=True, isolation_level=None, check_same_thread=False, timeout=10
         )
@@ -358,7 +360,14 @@ class EventLog:
     ) -> int:
         """Append one operation; return its seq. See `append_batch`."""
         item: Submission | Mapping[str, Any] | Operation
-        item = Submission(op, op_id) if isinstance(op, Operation) else op
+        if isinstance(op, Submission):
+            if op_id is not None:
+                raise UsageError("give the op_id inside the Submission or as op_id, not both")
+            item = op
+        elif op_id is not None:
+            item = Submission(validate_operation(op), op_id)
+        else:
+            item = op
         return self.append_batch([item]).seqs[0]
 
     def append_batch(
@@ -606,14 +615,19 @@ class EventLog:
             except DecodeError as exc:
                 raise LogFileError(self.path, f"is damaged: {exc}") from None
 
-    def snapshots(self) -> list[tuple[int, float, str]]:
-        """(seq, ts, digest) of every stored snapshot, oldest first."""
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run a read query; a damaged file becomes a `LogFileError` naming it."""
         with self._lock:
             self._check_open()
-            return [
-                (r["seq"], r["ts"], r["digest"])
-                for r in self._db.query("SELECT seq, ts, digest FROM snapshots ORDER BY seq")
-            ]
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise _file_error(self.path, exc) from None
+
+    def snapshots(self) -> list[tuple[int, float, str]]:
+        """(seq, ts, digest) of every stored snapshot, oldest first."""
+        rows = self._rows("SELECT seq, ts, digest FROM snapshots ORDER BY seq")
+        return [(seq, ts, dig) for seq, ts, dig in rows]
 
     def latest_snapshot(self, at_or_before: int | None = None) -> Snapshot | None:
         """The newest snapshot with ``seq <= at_or_before`` (or the newest of all)."""
@@ -660,28 +674,26 @@ class EventLog:
                 f"is damaged: it starts after seq {self.base_seq} but has no snapshot there",
             )
         for event in self.iter_events(state.seq, seq):
+            if event.seq != state.seq + 1:
+                raise LogFileError(
+                    self.path, f"is damaged: events jump from seq {state.seq} to {event.seq}"
+                )
             apply(state, event)
         if state.seq != seq:
             raise LogFileError(self.path, f"is damaged: events stop at {state.seq}, expected {seq}")
         return state
 
     def count(self) -> int:
-        with self._lock:
-            self._check_open()
-            return int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        return int(self._rows("SELECT COUNT(*) FROM events")[0][0])
 
     def time_bounds(self) -> tuple[float, float] | None:
-        with self._lock:
-            self._check_open()
-            row = self._conn.execute("SELECT MIN(ts), MAX(ts) FROM events").fetchone()
-            return None if row[0] is None else (row[0], row[1])
+        row = self._rows("SELECT MIN(ts), MAX(ts) FROM events")[0]
+        return None if row[0] is None else (row[0], row[1])
 
     def seq_at_time(self, ts: float) -> int:
         """The last seq committed at or before wall-clock time `ts` (0 if none)."""
-        with self._lock:
-            self._check_open()
-            row = self._conn.execute("SELECT MAX(seq) FROM events WHERE ts <= ?", (ts,)).fetchone()
-            return int(row[0]) if row[0] is not None else self.base_seq
+        row = self._rows("SELECT MAX(seq) FROM events WHERE ts <= ?", (ts,))[0]
+        return int(row[0]) if row[0] is not None else self.base_seq
 
 
 class _Transaction:
