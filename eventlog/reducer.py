@@ -107,12 +107,12 @@ def _status(state: State, event: Event) -> str | None:
     if target == "nextcue":
         state.engine["nextcue"] = data.get("nextcue", "")
     elif target == "armed_ready":
+        if not state.engine["load"]:
+            return "armed_ready before any load"
         if data.get("armed", "yes") == "yes":
             state.armed_nodes[op.sender] = event.seq
         else:
             state.armed_nodes.pop(op.sender, None)
-        if not state.engine["load"]:
-            reason = "armed_ready before any load"
         _recompute_armed(state)
     elif target == "cue_enabled":
         cue = data.get("cue_id")
@@ -126,7 +126,7 @@ def _status(state: State, event: Event) -> str | None:
     elif target in (NODE_JOINED, NODE_LEFT):
         node_id = data.get("node")
         if op.sender != CONTROLLER or not isinstance(node_id, str):
-            reason = f"{target} is appended by the controller only"
+            return f"{target} is appended by the controller only"
         else:
             online = target == NODE_JOINED
             node = state.nodes.setdefault(node_id, {"online": online, "seq": event.seq, "pong": 0})

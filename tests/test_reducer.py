@@ -654,3 +654,23 @@ def test_whole_show_is_deterministic() -> None:
     assert again == first.state
     assert digest(again) == digest(first.state)
     assert again.ignored == first.state.ignored == 0
+
+
+@pytest.mark.parametrize(
+    ("sender", "target", "data"),
+    [
+        ("n1", "armed_ready", {"armed": "yes"}),
+        ("n1", "node_joined", {"node": "n1"}),
+        ("n1", "node_left", {"node": "n1"}),
+    ],
+)
+def test_a_refused_status_changes_nothing_but_the_ignored_count(
+    sender: str, target: str, data: dict[str, Any]
+) -> None:
+    state = State()
+    before = state.to_dict()
+    reason = apply(state, make_event(1, "status", "update", sender, target, data))
+    assert reason is not None
+    after = state.to_dict()
+    assert after["ignored"] == 1 and after["seq"] == 1
+    assert {**after, "ignored": 0, "seq": 0} == before
