@@ -84,6 +84,19 @@ class OpId:
         return [self.origin, self.origin_seq]
 
 
+def wire_form(
+    op_type: OperationType, action: ActionType, sender: str, target: str, data: Any
+) -> dict[str, Any]:
+    """Upstream's ``NodeOperation`` JSON object for these fields."""
+    return {
+        "type": op_type.value,
+        "action": action.value,
+        "sender": sender,
+        "target": target,
+        "data": data,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Operation:
     """A validated operation. Build it with `validate_operation` from untrusted input."""
@@ -96,13 +109,7 @@ class Operation:
 
     def to_wire(self) -> dict[str, Any]:
         """The upstream JSON object (without op_id)."""
-        return {
-            "type": self.type.value,
-            "action": self.action.value,
-            "sender": self.sender,
-            "target": self.target,
-            "data": self.data,
-        }
+        return wire_form(self.type, self.action, self.sender, self.target, self.data)
 
     def __str__(self) -> str:
         return f"{self.type.value}/{self.action.value} {self.target} from {self.sender}"

@@ -563,30 +563,26 @@ class EventLog:
         self, after: int = 0, limit: int | None = None, *, until: int | None = None
     ) -> list[Event]:
         """Events with ``after < seq`` (and ``seq <= until``), in order, at most `limit`."""
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ?"
-        params: list[Any] = [after]
+        where = [("seq > ?", after)]
         if until is not None:
-            sql += " AND seq <= ?"
-            params.append(until)
-        sql += " ORDER BY seq"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return self._select(sql, params)
+            where.append(("seq <= ?", until))
+        return self._select_where(where, limit)
 
     def read_time(
         self, since: float | None = None, until: float | None = None, limit: int | None = None
     ) -> list[Event]:
         """Events with ``since <= ts < until`` (either bound optional), in seq order."""
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE 1"
-        params: list[Any] = []
+        where: list[tuple[str, Any]] = []
         if since is not None:
-            sql += " AND ts >= ?"
-            params.append(since)
+            where.append(("ts >= ?", since))
         if until is not None:
-            sql += " AND ts < ?"
-            params.append(until)
-        sql += " ORDER BY seq"
+            where.append(("ts < ?", until))
+        return self._select_where(where, limit)
+
+    def _select_where(self, where: list[tuple[str, Any]], limit: int | None) -> list[Event]:
+        conditions = " AND ".join(cond for cond, _ in where) or "1"
+        params = [value for _, value in where]
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE {conditions} ORDER BY seq"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)

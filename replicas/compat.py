@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from eventlog import ActionType, Operation, OperationType, State, validate_operation
+from eventlog.operation import wire_form
 
 if TYPE_CHECKING:
     from replicas.controller import Controller
@@ -78,13 +79,7 @@ class NodeOperation:
         return validate_operation(self.to_wire())
 
     def to_wire(self) -> dict[str, Any]:
-        return {
-            "type": self.type.value,
-            "action": self.action.value,
-            "sender": self.sender,
-            "target": self.target,
-            "data": self.data,
-        }
+        return wire_form(self.type, self.action, self.sender, self.target, self.data)
 
     def __dict__(self) -> dict[str, Any]:  # type: ignore[override]
         return self.to_wire()
