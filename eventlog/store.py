@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import sqlite_utils
 
@@ -371,23 +371,32 @@ class EventLog:
         return self.append_batch([item]).seqs[0]
 
     def append_batch(
-        self, items: Sequence[Submission | Operation | Mapping[str, Any]]
+        self,
+        items: Sequence[Submission | Operation | Mapping[str, Any]],
+        *,
+        validated: bool = False,
     ) -> AppendResult:
         """Validate, deduplicate by op_id and append `items` in one durable transaction.
 
         Items may be `Submission`s, bare `Operation`s or wire dicts (with an optional
         ``op_id``). If any item is invalid, `ValidationError` is raised (its ``index`` attribute
         says which) and nothing is written. Operations without an op_id get one from this log.
+
+        ``validated=True`` skips validation for `Submission`s the caller has just made with
+        `validate_submission` (the controller validates each op once, outside the log's lock).
         """
         subs: list[Submission] = []
-        for index, item in enumerate(items):
-            try:
-                if isinstance(item, Operation):
-                    item = Submission(item)
-                subs.append(validate_submission(item))
-            except ValidationError as exc:
-                exc.index = index
-                raise
+        if validated and all(type(item) is Submission for item in items):
+            subs = [cast(Submission, item) for item in items]
+        else:
+            for index, item in enumerate(items):
+                try:
+                    if isinstance(item, Operation):
+                        item = Submission(item)
+                    subs.append(validate_submission(item))
+                except ValidationError as exc:
+                    exc.index = index
+                    raise
         with self._lock:
             self._check_open()
             if self.readonly:
@@ -578,6 +587,14 @@ class EventLog:
         if until is not None:
             where.append(("ts < ?", until))
         return self._select_where(where, limit)
+
+    def read_rows(self, after: int, limit: int) -> list[tuple[Any, ...]]:
+        """Raw rows (``seq, ts, type, action, sender, target, data JSON text, origin,
+        origin_seq``) after `after`: the cheap path for streaming history to replicas."""
+        return self._rows(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        )
 
     def _select_where(self, where: list[tuple[str, Any]], limit: int | None) -> list[Event]:
         conditions = " AND ".join(cond for cond, _ in where) or "1"

@@ -35,6 +35,7 @@ from eventlog import (
     OperationType,
     Submission,
     dumps,
+    validate_operation,
 )
 from eventlog.store import Synchronous
 from replicas import protocol
@@ -48,6 +49,8 @@ log = logging.getLogger("cuelog.controller")
 DEFAULT_LISTEN: Final = "tcp://127.0.0.1:9093"
 HEARTBEAT_INTERVAL: Final = 0.1
 WORKERS: Final = 16
+#: how often (seconds) a node's unknown digest match may be settled by folding the log
+SETTLE_INTERVAL: Final = 1.0
 
 OperationCallbacks = dict[OperationType, Callable[[NodeOperation], Any]]
 
@@ -119,6 +122,7 @@ class Controller:
         self._last_publish = 0.0
         self._pub: pynng.Pub0 | None = None
         self._settling: set[str] = set()
+        self._settled_at: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self.stats = {"commits": 0, "events": 0, "requests": 0, "bad_requests": 0}
 
@@ -234,8 +238,17 @@ class Controller:
                     self._enqueue_nowait(core.internal(ops))
                 node = protocol.node_id(msg)
                 info = core.nodes.get(node)
-                if info is not None and info.digest_match is None and node not in self._settling:
+                if (
+                    info is not None
+                    and info.digest_match is None
+                    and node not in self._settling
+                    and now - self._settled_at.get(node, 0.0) >= SETTLE_INTERVAL
+                ):
+                    # at most once a second per node: it folds up to a snapshot interval
                     self._settling.add(node)
+                    if len(self._settled_at) > 4096:
+                        self._settled_at.clear()
+                    self._settled_at[node] = now
                     asyncio.get_running_loop().create_task(self._settle(node))
                 return reply
             if kind == "hello":
@@ -282,7 +295,9 @@ class Controller:
         """Append operations made by the controller itself (the operator's commands)."""
         core = self.core
         assert core is not None
-        reply = await self.enqueue(core.internal([Submission(op) for op in ops]))
+        reply = await self.enqueue(
+            core.internal([Submission(validate_operation(op)) for op in ops])
+        )
         if reply.get("k") != "acks":
             raise InputError(reply.get("error", "append failed"))
         return [r["seq"] for r in reply["results"]]

@@ -94,8 +94,10 @@ class Outbox:
             self._counter += 1
             wire = op.to_wire()
             wire["op_id"] = [self.origin, self._counter]
+            was_empty = not self._items
             self._items.append((wire, future))
-        self.wake()
+        if was_empty:  # the submitter only sleeps on an empty outbox
+            self.wake()
         return future
 
     def peek(self, limit: int) -> list[tuple[dict[str, Any], concurrent.futures.Future[int]]]:
@@ -342,9 +344,9 @@ class NodeReplica:
             self.started.set()
             if len(self.outbox):
                 self._outbox_wake.set()
-            contexts = [req.new_context() for _ in range(3)]
+            contexts = [req.new_context() for _ in range(4)]
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._control(contexts[0]))
+                tasks.create_task(self._control(contexts[0], contexts[3]))
                 tasks.create_task(self._receive(sub))
                 tasks.create_task(self._beats(contexts[1]))
                 tasks.create_task(self._submitter(contexts[2]))
@@ -400,7 +402,7 @@ class NodeReplica:
         if core.need_hello or core.applied < core.known_head or core.pending:
             self._fetch_wake.set()
 
-    async def _control(self, ctx: Any) -> None:
+    async def _control(self, ctx: Any, ctx2: Any) -> None:
         core = self.core
         assert core is not None
         backoff = 0.1
@@ -425,19 +427,46 @@ class NodeReplica:
                     async with asyncio.timeout(0.25):
                         await self._fetch_wake.wait()
                 continue
-            reply = await self._request(ctx, fetch)
-            if reply is None:
-                core.on_fetch_failed()
+            if await self._catch_up(fetch, ctx, ctx2):
+                backoff = 0.1
+            else:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.1
+
+    async def _catch_up(self, fetch: dict[str, Any], ctx: Any, ctx2: Any) -> bool:
+        """Run `fetch` and, while the replies say there is more, keep one next chunk in flight
+        while this one is applied (the two sides work at once). False if a request failed."""
+        core = self.core
+        assert core is not None
+        reply = await self._request(ctx, fetch)
+        while reply is not None:
+            ahead: asyncio.Task[dict[str, Any] | None] | None = None
+            last, head = reply.get("last"), reply.get("head")
+            if (
+                reply.get("k") == "events"
+                and isinstance(last, int)
+                and isinstance(head, int)
+                and last < head
+            ):
+                limit = min(core.fetch_limit, head - last)
+                ahead = asyncio.ensure_future(
+                    self._request(ctx2, {**fetch, "after": last, "limit": limit})
+                )
             try:
                 self._fire(core.on_fetch_reply(reply, time.monotonic()))
             except (ProtocolError, CuelogError) as exc:
-                core.on_fetch_failed()
                 log.warning("bad fetch reply: %s", exc, extra=self._extra())
+                if ahead is not None:
+                    ahead.cancel()
+                break
             self._after_input()
+            if ahead is None:
+                return True
+            ctx, ctx2 = ctx2, ctx
+            reply = await ahead
+            core.fetching = True
+        core.on_fetch_failed()
+        return False
 
     async def _receive(self, sub: Any) -> None:
         core = self.core
@@ -480,7 +509,8 @@ class NodeReplica:
             items = self.outbox.peek(SUBMIT_BATCH)
             if not items:
                 self._outbox_wake.clear()
-                await self._outbox_wake.wait()
+                if not len(self.outbox):
+                    await self._outbox_wake.wait()
                 continue
             msg = {"k": "submit", "node": self.node_id, "ops": [wire for wire, _ in items]}
             reply = await self._request(ctx, msg)

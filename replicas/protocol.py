@@ -20,6 +20,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
+import orjson
+
 from eventlog import DecodeError, Event, InputError, event_from_dict, loads
 
 #: Largest request the controller reads (bytes); larger ones get an error reply.
@@ -128,6 +130,29 @@ def compact(event: Event) -> dict[str, Any]:
         "data": op.data,
         "op_id": [event.op_id.origin, event.op_id.origin_seq],
     }
+
+
+def rows_reply(log_id: str, rows: list[tuple[Any, ...]], head: int, ts: float) -> dict[str, Any]:
+    """An ``events`` reply built straight from stored rows (`EventLog.read_rows`): the stored
+    data JSON is embedded as is, without decoding and re-encoding it."""
+    events = [
+        {
+            "seq": seq,
+            "ts": ets,
+            "type": type_,
+            "action": action,
+            "sender": sender,
+            "target": target,
+            "data": None if data is None else orjson.Fragment(data),
+            "op_id": [origin, origin_seq],
+        }
+        for seq, ets, type_, action, sender, target, data, origin, origin_seq in rows
+    ]
+    reply: dict[str, Any] = {"k": "events", "log": log_id, "head": head, "ts": ts, "events": events}
+    if rows:
+        reply["first"] = rows[0][0]
+        reply["last"] = rows[-1][0]
+    return reply
 
 
 def events_frame(log_id: str, events: list[Event], ts: float) -> dict[str, Any]:

@@ -194,7 +194,7 @@ class ControllerCore:
     def commit(self, batch: Sequence[Prepared], now: float) -> Committed:
         """Append every prepared op of `batch` in one transaction; make replies and frames."""
         subs = [sub for prepared in batch for sub in prepared.subs]
-        result = self.elog.append_batch(subs)
+        result = self.elog.append_batch(subs, validated=True)
         seqs = iter(result.seqs)
         replies: list[dict[str, Any]] = []
         head = self.elog.head
@@ -300,13 +300,7 @@ class ControllerCore:
                     "state": snap.state.decode(),
                     "head": head,
                 }
-        events = reader.read(after, max(1, limit))
-        if not events:
-            return {"k": "events", "log": self.log_id, "events": [], "head": head, "ts": now}
-        reply = protocol.events_frame(self.log_id, events, now)
-        reply["k"] = "events"
-        reply["head"] = head
-        return reply
+        return protocol.rows_reply(self.log_id, reader.read_rows(after, max(1, limit)), head, now)
 
     # ---------------------------------------------------------------- liveness
 

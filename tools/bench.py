@@ -50,9 +50,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "suite",
         nargs="?",
-        default="log",
-        choices=["log"],
-        help="which benchmark (default: log)",
+        default="all",
+        choices=["log", "replication", "all"],
+        help="which benchmark (default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes (seconds, not minutes)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
@@ -225,17 +225,17 @@ def bench_state_at(scratch: Path, quick: bool) -> Figures:
     }
 
 
-def run(args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="cuelog-bench-", dir=args.dir) as tmp:
-        scratch = Path(tmp)
-        figures: Figures = {"suite": "log", "quick": args.quick}
-        print("durable append (synchronous=FULL, WAL) vs raw sqlite3 executemany:", file=sys.stderr)
-        figures["append"] = bench_append(scratch, args.quick)
-        figures["fold"] = bench_fold(args.quick)
-        figures["state_at"] = bench_state_at(scratch, args.quick)
-    if args.json:
-        print(dumps(figures).decode())
-        return 0
+def run_log(scratch: Path, quick: bool) -> Figures:
+    print("log: durable append vs raw sqlite3, fold, state at a seq ...", file=sys.stderr)
+    return {
+        "append": bench_append(scratch, quick),
+        "fold": bench_fold(quick),
+        "state_at": bench_state_at(scratch, quick),
+    }
+
+
+def print_log(figures: Figures) -> None:
+    print("durable append (synchronous=FULL, WAL) vs raw sqlite3 executemany, same rows:")
     print(f"{'batch':>6} {'events':>7} {'cuelog ev/s':>12} {'raw ev/s':>10} {'ratio':>6}")
     for row in figures["append"]:
         print(
@@ -251,4 +251,27 @@ def run(args: argparse.Namespace) -> int:
         f"built in {s['build_s']:.1f} s): p50 {s['state_at_p50_s'] * 1000:.1f} ms, "
         f"max {s['state_at_max_s'] * 1000:.1f} ms (target < 500 ms)"
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from tools.bench_replication import print_replication, run_replication
+
+    suites = ["log", "replication"] if args.suite == "all" else [args.suite]
+    figures: Figures = {"quick": args.quick}
+    with tempfile.TemporaryDirectory(prefix="cuelog-bench-", dir=args.dir) as tmp:
+        scratch = Path(tmp)
+        if "log" in suites:
+            figures["log"] = run_log(scratch, args.quick)
+        if "replication" in suites:
+            print("replication: cluster processes, baselines ...", file=sys.stderr)
+            figures["replication"] = run_replication(args.quick, scratch)
+    if args.json:
+        print(dumps(figures).decode())
+        return 0
+    if "log" in figures:
+        print_log(figures["log"])
+    if "replication" in figures:
+        if "log" in figures:
+            print()
+        print_replication(figures["replication"])
     return 0
