@@ -66,6 +66,9 @@ def run(func: Runner, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_list = sys.argv[1:] if argv is None else argv
+    if args_list[:1] == ["replay"]:
+        return replay.main(args_list[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     args.prog_name = "cuelog"
