@@ -114,6 +114,8 @@ class ReplicaCore:
         self.gaps = 0
         #: called with every batch of events right after it was applied (in seq order)
         self.on_applied: Callable[[list[Event]], None] | None = None
+        #: highest seq ever applied from the current log: nothing at or below it fires again
+        self.high_water = store.head
 
     # ---------------------------------------------------------------- views
 
@@ -218,7 +220,9 @@ class ReplicaCore:
                 )
             else:
                 self.store.reset(log_id, None)
+                self.pending.clear()
             self.live_from = head
+            self.high_water = 0
         elif head < self.applied:
             changed = True
             self._full_resync(
@@ -227,6 +231,7 @@ class ReplicaCore:
                 f"{head}: the controller lost events; starting over from its log",
             )
             self.live_from = head
+            self.high_water = head
         if self.live_from is None:
             self.live_from = head
         self.controller_log = log_id
@@ -285,6 +290,14 @@ class ReplicaCore:
                 field(msg, "digest", str),
                 field(msg, "state", str).encode(),
             )
+            if snap.seq <= self.applied:
+                log.debug(
+                    "ignoring a snapshot at seq %d: already at %d",
+                    snap.seq,
+                    self.applied,
+                    extra=self._extra(),
+                )
+                return self._drain()
             try:
                 self.store.reset(log_id, snap)
             except Exception as exc:
@@ -334,11 +347,13 @@ class ReplicaCore:
         reasons = self.store.append_events(batch)
         if self.on_applied is not None:
             self.on_applied(batch)
-        return self._to_fire(batch, reasons)
+        floor = self.high_water
+        self.high_water = max(floor, batch[-1].seq)
+        return self._to_fire(batch, reasons, floor)
 
-    def _to_fire(self, batch: list[Event], reasons: list[str | None]) -> list[Event]:
+    def _to_fire(self, batch: list[Event], reasons: list[str | None], floor: int) -> list[Event]:
         out: list[Event] = []
-        live_from = self.live_from if self.live_from is not None else self.known_head
+        live_from = max(floor, self.live_from if self.live_from is not None else self.known_head)
         controller_now = self.controller_now()
         for event, reason in zip(batch, reasons, strict=True):
             if event.op.type is not OperationType.COMMAND:

@@ -77,6 +77,8 @@ class NodeInfo:
     applied: int = 0
     digest: str = ""
     digest_match: bool | None = None
+    #: whether the node's last beat was about this controller's log
+    same_log: bool = True
     beats: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -342,6 +344,7 @@ class ControllerCore:
             info.applied = 0
             info.digest = dig
             info.digest_match = None
+        info.same_log = same_log
         return {"k": "ok", "log": self.log_id, "head": self.head, "ts": now}, ops
 
     def _forget_one(self) -> None:
@@ -352,7 +355,7 @@ class ControllerCore:
     def settle_digest(self, node: str) -> None:
         """Resolve an unknown digest match by folding the log (slow path; call off the loop)."""
         info = self.nodes.get(node)
-        if info is None or info.digest_match is not None or not info.digest:
+        if info is None or info.digest_match is not None or not info.digest or not info.same_log:
             return
         if 0 <= info.applied <= self.reader.head and info.applied >= self.reader.base_seq:
             info.digest_match = self.compute_digest_at(info.applied) == info.digest
