@@ -70,6 +70,7 @@ ALLOWED_ACTIONS: Final[dict[OperationType, frozenset[ActionType]]] = {
 _TYPES: Final = {t.value: t for t in OperationType}
 _ACTIONS: Final = {a.value: a for a in ActionType}
 _FIELDS: Final = ("type", "action", "sender", "target", "data")
+_FIELD_SET: Final = frozenset(_FIELDS)
 _WIRE_KEYS: Final = frozenset((*_FIELDS, "op_id"))
 
 
@@ -142,9 +143,12 @@ def _check_str(name: str, value: Any, max_len: int) -> str:
         raise ValidationError(
             name, "too-long", f"is {len(value)} characters, the limit is {max_len}"
         )
-    if _CONTROL.search(value):
-        raise ValidationError(name, "control-character", "must not contain control characters")
-    if not value.isascii():
+    if value.isascii():
+        if not value.isprintable():  # for ASCII: exactly the control characters
+            raise ValidationError(name, "control-character", "must not contain control characters")
+    else:
+        if _CONTROL.search(value):
+            raise ValidationError(name, "control-character", "must not contain control characters")
         _check_utf8(name, value)
     result: str = value
     return result
@@ -318,20 +322,22 @@ def validate_operation(raw: Any) -> Operation:
         if raw.data is None:
             return raw
         return Operation(op_type, action, raw.sender, raw.target, _own(raw.data))
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         raise ValidationError(
             "$", "not-an-object", f"an operation must be a JSON object, got {_kind(raw)}"
         )
-    for name in _FIELDS:
-        if name not in raw:
-            raise ValidationError(name, "missing", "is required")
-    for key in raw:
-        if key not in _WIRE_KEYS:
-            raise ValidationError(
-                str(key),
-                "unknown-field",
-                f"is not a field of an operation (allowed: {', '.join(_FIELDS)}, op_id)",
-            )
+    keys = raw.keys()
+    if keys != _WIRE_KEYS and keys != _FIELD_SET:  # the common shapes, checked in C
+        for name in _FIELDS:
+            if name not in raw:
+                raise ValidationError(name, "missing", "is required")
+        for key in raw:
+            if key not in _WIRE_KEYS:
+                raise ValidationError(
+                    str(key),
+                    "unknown-field",
+                    f"is not a field of an operation (allowed: {', '.join(_FIELDS)}, op_id)",
+                )
     type_raw, action_raw = raw["type"], raw["action"]
     found_type = _TYPES.get(type_raw) if isinstance(type_raw, str) else None
     if found_type is None:
@@ -415,6 +421,17 @@ def validate_op_id(raw: Any, *, allow_reserved: bool = False) -> OpId:
         ):
             return raw
         raw = raw.to_wire()
+    if (
+        type(raw) is list
+        and len(raw) == 2
+        and type(raw[0]) is str
+        and type(raw[1]) is int
+        and 0 < len(raw[0]) <= MAX_ORIGIN_LEN
+        and raw[0].isascii()
+        and 1 <= raw[1] <= _INT_MAX
+        and (allow_reserved or raw[0][0] != RESERVED_ORIGIN_PREFIX)
+    ):
+        return OpId(raw[0], raw[1])
     if not isinstance(raw, list | tuple) or len(raw) != 2:
         raise ValidationError("op_id", "bad-op-id", "must be [origin, origin_seq]")
     origin, origin_seq = raw

@@ -309,7 +309,8 @@ class NodeCommunications(AsyncCommsThread):
     def _op(
         self, op_type: OperationType, action: ActionType, target: str, data: dict[str, Any] | None
     ) -> Operation:
-        return validate_operation(Operation(op_type, action, self.node_id, target, data))
+        # validated once, in the caller's thread, when the outbox takes it
+        return Operation(op_type, action, self.node_id, target, data)
 
     def add_player(
         self, player_id: str, data: dict[str, Any] | None = None, timeout: float | None = None
