@@ -9,8 +9,7 @@ bytes back into an `Event` and refuses anything malformed with a `DecodeError`. 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -22,9 +21,9 @@ _TYPES: Final = {t.value: t for t in OperationType}
 _ACTIONS: Final = {a.value: a for a in ActionType}
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One accepted operation at its place in the log."""
+class Event(NamedTuple):
+    """One accepted operation at its place in the log (immutable; a named tuple because
+    replicas build one per event and it is the cheapest immutable record to build)."""
 
     seq: int
     ts: float

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -74,9 +74,10 @@ _FIELD_SET: Final = frozenset(_FIELDS)
 _WIRE_KEYS: Final = frozenset((*_FIELDS, "op_id"))
 
 
-@dataclass(frozen=True, slots=True)
-class OpId:
-    """Identity of one submitted operation: who made it and its number at the origin."""
+class OpId(NamedTuple):
+    """Identity of one submitted operation: who made it and its number at the origin.
+
+    Immutable (a named tuple: cheap to build and hash on the hot paths)."""
 
     origin: str
     origin_seq: int
@@ -98,9 +99,10 @@ def wire_form(
     }
 
 
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """A validated operation. Build it with `validate_operation` from untrusted input."""
+class Operation(NamedTuple):
+    """A validated operation. Build it with `validate_operation` from untrusted input.
+
+    Immutable (a named tuple: cheap to build on the hot paths)."""
 
     type: OperationType
     action: ActionType

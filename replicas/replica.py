@@ -325,6 +325,10 @@ class ReplicaCore:
 
     def _receive(self, events: list[Event]) -> list[Event]:
         applied = self.applied
+        if not self.pending and events and events[0].seq == applied + 1:
+            # the common case, live or catching up: consecutive and next (decode_events
+            # guarantees a frame is consecutive), so no buffering is needed
+            return self._apply_batch(events)
         for event in events:
             seq = event.seq
             if seq <= applied or seq in self.pending:
@@ -344,6 +348,9 @@ class ReplicaCore:
             seq += 1
         if not batch:
             return []
+        return self._apply_batch(batch)
+
+    def _apply_batch(self, batch: list[Event]) -> list[Event]:
         reasons = self.store.append_events(batch)
         if self.on_applied is not None:
             self.on_applied(batch)
