@@ -49,6 +49,8 @@ BEAT_INTERVAL: Final = 0.25
 REQUEST_TIMEOUT: Final = 2.0
 OUTBOX_SIZE: Final = 10_000
 SUBMIT_BATCH: Final = 1000
+#: catch-up requests in flight at once (the controller reads ahead while the node applies)
+FETCH_DEPTH: Final = 3
 
 CommandCallback = Callable[[str, Any, str], Any]
 
@@ -344,9 +346,9 @@ class NodeReplica:
             self.started.set()
             if len(self.outbox):
                 self._outbox_wake.set()
-            contexts = [req.new_context() for _ in range(4)]
+            contexts = [req.new_context() for _ in range(3 + FETCH_DEPTH)]
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._control(contexts[0], contexts[3]))
+                tasks.create_task(self._control(contexts[0], contexts[3:]))
                 tasks.create_task(self._receive(sub))
                 tasks.create_task(self._beats(contexts[1]))
                 tasks.create_task(self._submitter(contexts[2]))
@@ -402,7 +404,7 @@ class NodeReplica:
         if core.need_hello or core.applied < core.known_head or core.pending:
             self._fetch_wake.set()
 
-    async def _control(self, ctx: Any, ctx2: Any) -> None:
+    async def _control(self, ctx: Any, fetch_contexts: list[Any]) -> None:
         core = self.core
         assert core is not None
         backoff = 0.1
@@ -427,44 +429,51 @@ class NodeReplica:
                     async with asyncio.timeout(0.25):
                         await self._fetch_wake.wait()
                 continue
-            if await self._catch_up(fetch, ctx, ctx2):
+            if await self._catch_up(fetch, fetch_contexts):
                 backoff = 0.1
             else:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    async def _catch_up(self, fetch: dict[str, Any], ctx: Any, ctx2: Any) -> bool:
-        """Run `fetch` and, while the replies say there is more, keep one next chunk in flight
-        while this one is applied (the two sides work at once). False if a request failed."""
+    async def _catch_up(self, fetch: dict[str, Any], contexts: list[Any]) -> bool:
+        """Run `fetch` and, while the replies say there is more, keep up to
+        ``len(contexts) - 1`` further chunks in flight while this one is applied, so the
+        controller reads ahead while this node applies. False if a request failed."""
         core = self.core
         assert core is not None
+        free = list(contexts)
+        ctx = free.pop()
         reply = await self._request(ctx, fetch)
-        while reply is not None:
-            ahead: asyncio.Task[dict[str, Any] | None] | None = None
-            last, head = reply.get("last"), reply.get("head")
-            if (
-                reply.get("k") == "events"
-                and isinstance(last, int)
-                and isinstance(head, int)
-                and last < head
-            ):
-                limit = min(core.fetch_limit, head - last)
-                ahead = asyncio.ensure_future(
-                    self._request(ctx2, {**fetch, "after": last, "limit": limit})
-                )
-            try:
-                self._fire(core.on_fetch_reply(reply, time.monotonic()))
-            except (ProtocolError, CuelogError) as exc:
-                log.warning("bad fetch reply: %s", exc, extra=self._extra())
-                if ahead is not None:
-                    ahead.cancel()
-                break
-            self._after_input()
-            if ahead is None:
-                return True
-            ctx, ctx2 = ctx2, ctx
-            reply = await ahead
-            core.fetching = True
+        free.append(ctx)
+        inflight: collections.deque[tuple[Any, asyncio.Task[dict[str, Any] | None]]]
+        inflight = collections.deque()
+        next_after = -1
+        try:
+            while reply is not None:
+                last, head = reply.get("last"), reply.get("head")
+                if reply.get("k") == "events" and isinstance(last, int) and isinstance(head, int):
+                    next_after = max(next_after, last)
+                    while free and next_after < head:
+                        limit = min(core.fetch_limit, head - next_after)
+                        ctx = free.pop()
+                        ask = {**fetch, "after": next_after, "limit": limit}
+                        inflight.append((ctx, asyncio.ensure_future(self._request(ctx, ask))))
+                        next_after += limit
+                try:
+                    self._fire(core.on_fetch_reply(reply, time.monotonic()))
+                except (ProtocolError, CuelogError) as exc:
+                    log.warning("bad fetch reply: %s", exc, extra=self._extra())
+                    break
+                self._after_input()
+                if not inflight:
+                    return True
+                ctx, task = inflight.popleft()
+                reply = await task
+                free.append(ctx)
+                core.fetching = True
+        finally:
+            for _, task in inflight:
+                task.cancel()
         core.on_fetch_failed()
         return False
 

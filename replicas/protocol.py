@@ -31,7 +31,7 @@ NNG_MAX_BYTES: Final = 16 * 1024 * 1024
 #: Most operations in one submit request.
 MAX_SUBMIT_OPS: Final = 5000
 #: Most events in one ``ev`` frame or ``events`` reply.
-MAX_FRAME_EVENTS: Final = 2000
+MAX_FRAME_EVENTS: Final = 5000
 
 PROTOCOL_VERSION: Final = 1
 
