@@ -253,3 +253,30 @@ def test_client_submit_and_state(tmp_path: Path) -> None:
         assert [r["seq"] for r in results] == [1, 2]
         state = client.state()
         assert state["seq"] == 2 and state["state"]["engine"]["load"] == "x"
+
+
+@pytest.mark.parametrize("tail_limit", [10**9, 100], ids=["tail", "snapshot"])
+def test_a_fresh_node_catches_up_a_long_log_by_tail_or_snapshot(
+    tmp_path: Path, tail_limit: int
+) -> None:
+    from tools.bench import build_big_log
+
+    build_big_log(tmp_path / "ctl.db", 12_345, snapshot_every=1000)
+    addr = ipc_address(tmp_path)
+    with (
+        controller_thread(tmp_path / "ctl.db", addr, tail_limit=tail_limit),
+        nodes(addr, ["late"], db=tmp_path / "late.db") as (late,),
+    ):
+        assert late.wait_synced(30)
+        wait_for("converged", lambda: converged(addr, ["late"]), 30)
+        core = late.replica.core
+        assert core is not None
+        assert (core.resyncs > 0) == (tail_limit == 100), "snapshot only when far behind"
+    with (
+        EventLog.open(tmp_path / "ctl.db", readonly=True) as ctl_log,
+        EventLog.open(tmp_path / "late.db", readonly=True) as replica_file,
+    ):
+        assert replica_file.head == ctl_log.head
+        assert digest(replica_file.state_at(replica_file.head)) == digest(
+            ctl_log.state_at(ctl_log.head)
+        )
