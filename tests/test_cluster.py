@@ -20,11 +20,7 @@ from replicas import (
 )
 from replicas.client import ControllerClient
 from tests.cluster import controller_thread, converged, ipc_address, nodes, status, wait_for
-
-
-def command(name: str, value: Any = None, **extra: Any) -> Operation:
-    data = {"value": value, "address": f"/engine/command/{name}", **extra}
-    return Operation(OperationType.COMMAND, ActionType.UPDATE, "controller", name, data)
+from tools.demo import command
 
 
 def test_three_replicas_converge_on_10000_ops_from_three_submitters(tmp_path: Path) -> None:
