@@ -41,7 +41,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     "argv",
     [
         ["node", "--id", "a", "--controller", "http://nope"],
-        ["node", "--id", "has space", "--controller", "tcp://127.0.0.1:9093"],
+        ["node", "--id", "has space", "--controller", "tcp://127.0.0.1:7"],
         ["controller", "--db", "x.db", "--listen", "tcp://127.0.0.1:99999"],
         ["controller", "--db", "x.db", "--snapshot-every", "0"],
         ["status", "--timeout", "-1"],
