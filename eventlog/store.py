@@ -588,6 +588,11 @@ class EventLog:
             where.append(("ts < ?", until))
         return self._select_where(where, limit)
 
+    def max_origin_seq(self, origin: str) -> int:
+        """The highest origin_seq stored for `origin` (0 if none): indexed, cheap."""
+        row = self._rows("SELECT MAX(origin_seq) FROM events WHERE origin = ?", (origin,))[0]
+        return int(row[0]) if row[0] is not None else 0
+
     def read_rows(self, after: int, limit: int) -> list[tuple[Any, ...]]:
         """Raw rows (``seq, ts, type, action, sender, target, data JSON text, origin,
         origin_seq``) after `after`: the cheap path for streaming history to replicas."""

@@ -49,6 +49,8 @@ log = logging.getLogger("cuelog.controller")
 DEFAULT_LISTEN: Final = "tcp://127.0.0.1:9093"
 HEARTBEAT_INTERVAL: Final = 0.1
 WORKERS: Final = 16
+#: how long a submit that overtook its predecessor waits for it (seconds)
+PARK_TIMEOUT: Final = 0.5
 #: how often (seconds) a node's unknown digest match may be settled by folding the log
 SETTLE_INTERVAL: Final = 1.0
 
@@ -122,6 +124,7 @@ class Controller:
         self._last_publish = 0.0
         self._pub: pynng.Pub0 | None = None
         self._settling: set[str] = set()
+        self._parked: dict[str, list[Any]] = {}
         self._settled_at: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self.stats = {"commits": 0, "events": 0, "requests": 0, "bad_requests": 0}
@@ -227,9 +230,10 @@ class Controller:
             kind = msg["k"]
             if kind == "submit":
                 prepared = core.prepare_submit(msg)
-                if not prepared.subs:
-                    return {"k": "acks", "results": prepared.errors, "head": core.head}
-                return await self.enqueue(prepared)
+                chain = core.chain(msg)
+                if chain is not None and not core.in_order(chain[0], chain[1], chain[3]):
+                    return await self._park(chain, prepared)
+                return await self._admit(prepared, chain)
             if kind == "fetch":
                 return await asyncio.to_thread(core.fetch, msg, now)
             if kind == "beat":
@@ -271,6 +275,70 @@ class Controller:
                 extra={"node": "controller", "seq": core.head},
             )
             return protocol.error(str(exc))
+
+    def _admit_nowait(
+        self,
+        prepared: Prepared,
+        chain: tuple[str, int, int, bool] | None,
+        release: bool = True,
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Put a submit into the commit queue (in its origin's order) and release any parked
+        successor that may now follow it."""
+        core = self.core
+        assert core is not None
+        if prepared.subs:
+            fut = self._enqueue_nowait(prepared)
+        else:
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result({"k": "acks", "results": prepared.errors, "head": core.head})
+        if chain is not None:
+            core.admitted(chain[0], chain[2])
+            if release:
+                self._release(chain[0])
+        return fut
+
+    async def _admit(
+        self, prepared: Prepared, chain: tuple[str, int, int, bool] | None
+    ) -> dict[str, Any]:
+        return await self._admit_nowait(prepared, chain)
+
+    async def _park(self, chain: tuple[str, int, int, bool], prepared: Prepared) -> dict[str, Any]:
+        """Hold a submit that overtook its predecessor until the predecessor is admitted; if
+        it never comes, ask the node to resend from its oldest unacknowledged op."""
+        loop = asyncio.get_running_loop()
+        released: asyncio.Future[asyncio.Future[dict[str, Any]]] = loop.create_future()
+        entry = (chain, prepared, released)
+        self._parked.setdefault(chain[0], []).append(entry)
+        try:
+            async with asyncio.timeout(PARK_TIMEOUT):
+                admitted = await released
+        except TimeoutError:
+            waiting = self._parked.get(chain[0], [])
+            if entry in waiting:
+                waiting.remove(entry)
+            if not waiting:
+                self._parked.pop(chain[0], None)
+            return protocol.error(
+                f"operations after {chain[0]}#{chain[1]} arrived before it: resend from the "
+                "oldest unacknowledged one",
+                "out-of-order",
+            )
+        return await admitted
+
+    def _release(self, origin: str) -> None:
+        core = self.core
+        assert core is not None
+        waiting = self._parked.get(origin)
+        while waiting:
+            ready = [e for e in waiting if e[0][1] <= core.admitted_upto(origin)]
+            if not ready:
+                return
+            entry = min(ready, key=lambda e: e[0][1])
+            waiting.remove(entry)
+            chain, prepared, released = entry
+            if not released.done():
+                released.set_result(self._admit_nowait(prepared, chain, release=False))
+        self._parked.pop(origin, None)
 
     async def _settle(self, node: str) -> None:
         core = self.core

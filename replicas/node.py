@@ -49,6 +49,8 @@ BEAT_INTERVAL: Final = 0.25
 REQUEST_TIMEOUT: Final = 2.0
 OUTBOX_SIZE: Final = 10_000
 SUBMIT_BATCH: Final = 1000
+#: submits in flight at once (the controller keeps each node's order; see `_submitter`)
+SUBMIT_DEPTH: Final = 2
 #: catch-up requests in flight at once (the controller reads ahead while the node applies)
 FETCH_DEPTH: Final = 3
 
@@ -79,6 +81,8 @@ class Outbox:
         self._items = collections.deque()
         self._lock = threading.Lock()
         self.wake: Callable[[], None] = lambda: None
+        #: set by the submitter when it has a free slot and waits: the next put wakes it
+        self.want_wake = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -96,15 +100,20 @@ class Outbox:
             self._counter += 1
             wire = op.to_wire()
             wire["op_id"] = [self.origin, self._counter]
-            was_empty = not self._items
+            wake = not self._items or self.want_wake
+            self.want_wake = False
             self._items.append((wire, future))
-        if was_empty:  # the submitter only sleeps on an empty outbox
+        if wake:  # the submitter sleeps on an empty outbox, or asked to hear of more
             self.wake()
         return future
 
-    def peek(self, limit: int) -> list[tuple[dict[str, Any], concurrent.futures.Future[int]]]:
+    def peek(
+        self, limit: int, start: int = 0
+    ) -> list[tuple[dict[str, Any], concurrent.futures.Future[int]]]:
+        """Up to `limit` queued items from position `start` (0 is the oldest)."""
         with self._lock:
-            return [self._items[i] for i in range(min(limit, len(self._items)))]
+            end = min(start + limit, len(self._items))
+            return [self._items[i] for i in range(start, end)]
 
     def drop(self, count: int) -> None:
         with self._lock:
@@ -346,12 +355,13 @@ class NodeReplica:
             self.started.set()
             if len(self.outbox):
                 self._outbox_wake.set()
-            contexts = [req.new_context() for _ in range(3 + FETCH_DEPTH)]
+            contexts = [req.new_context() for _ in range(2 + FETCH_DEPTH + SUBMIT_DEPTH)]
+            fetching = contexts[2 : 2 + FETCH_DEPTH]
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._control(contexts[0], contexts[3:]))
+                tasks.create_task(self._control(contexts[0], fetching))
                 tasks.create_task(self._receive(sub))
                 tasks.create_task(self._beats(contexts[1]))
-                tasks.create_task(self._submitter(contexts[2]))
+                tasks.create_task(self._submitter(contexts[2 + FETCH_DEPTH :]))
                 tasks.create_task(self._watch_connection(req))
         except asyncio.CancelledError:
             pass
@@ -512,39 +522,82 @@ class NodeReplica:
                     self._after_input()
             await asyncio.sleep(self.beat_interval)
 
-    async def _submitter(self, ctx: Any) -> None:
+    async def _submitter(self, contexts: list[Any]) -> None:
+        """Send the outbox in order, with up to ``len(contexts)`` submits in flight.
+
+        Each submit says which of this node's ops must be admitted before it (``chain``), so
+        the controller keeps this node's order even when a later submit overtakes an earlier
+        one. After any failure, every submit in flight is awaited and the unacknowledged ops
+        are sent again from the oldest (op ids make that safe)."""
         backoff = 0.05
+        free = list(contexts)
+        inflight: collections.deque[tuple[Any, list[Any], asyncio.Task[Any]]]
+        inflight = collections.deque()
+        sent = 0  # items from the head of the outbox that are in flight
+        wake = self._outbox_wake
         while True:
-            items = self.outbox.peek(SUBMIT_BATCH)
-            if not items:
-                self._outbox_wake.clear()
+            while free:
+                items = self.outbox.peek(SUBMIT_BATCH, sent)
+                if not items:
+                    break
+                first, last = items[0][0]["op_id"][1], items[-1][0]["op_id"][1]
+                chain = {
+                    "origin": self.outbox.origin,
+                    "prev": first - 1,
+                    "last": last,
+                    "head": sent == 0,
+                }
+                msg = {
+                    "k": "submit",
+                    "node": self.node_id,
+                    "chain": chain,
+                    "ops": [wire for wire, _ in items],
+                }
+                ctx = free.pop()
+                inflight.append((ctx, items, asyncio.ensure_future(self._request(ctx, msg))))
+                sent += len(items)
+            if not inflight:
+                wake.clear()
                 if not len(self.outbox):
-                    await self._outbox_wake.wait()
+                    await wake.wait()
                 continue
-            msg = {"k": "submit", "node": self.node_id, "ops": [wire for wire, _ in items]}
-            reply = await self._request(ctx, msg)
-            if reply is None or (
-                reply.get("k") == "error" and reply.get("rule") in ("stopping", "commit")
-            ):
+            ctx, items, task = inflight[0]
+            if free and not task.done():
+                wake.clear()
+                self.outbox.want_wake = True
+                if len(self.outbox) > sent:  # more arrived meanwhile: send them alongside
+                    self.outbox.want_wake = False
+                    continue
+                waker = asyncio.ensure_future(wake.wait())
+                await asyncio.wait({task, waker}, return_when=asyncio.FIRST_COMPLETED)
+                waker.cancel()
+                self.outbox.want_wake = False
+                if not task.done():
+                    continue
+            reply = await task
+            inflight.popleft()
+            free.append(ctx)
+            retry = reply is None or (
+                reply.get("k") == "error" and reply.get("rule") in _RETRY_RULES
+            )
+            if not retry:
+                assert reply is not None
+                backoff = 0.05
+                self.outbox.drop(len(items))
+                sent -= len(items)
+                _settle_acks(items, reply)
+                continue
+            # a failure: let the rest land (their acks count), then resend from the oldest
+            while inflight:
+                ctx2, items2, task2 = inflight.popleft()
+                later = await task2
+                free.append(ctx2)
+                if later is not None and later.get("k") == "acks":
+                    _settle_acks(items2, later)
+            sent = 0
+            if reply is None or reply.get("rule") != "out-of-order":
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
-                continue
-            backoff = 0.05
-            self.outbox.drop(len(items))
-            results = reply.get("results") if reply.get("k") == "acks" else None
-            if not isinstance(results, list) or len(results) != len(items):
-                for _, fut in items:
-                    fut.set_exception(OperationRefused(reply))
-                continue
-            for (_, fut), result in zip(items, results, strict=True):
-                if isinstance(result, dict) and isinstance(result.get("seq"), int):
-                    fut.set_result(result["seq"])
-                else:
-                    fut.set_exception(
-                        OperationRefused(
-                            result if isinstance(result, dict) else {"error": repr(result)}
-                        )
-                    )
 
     async def _watch_connection(self, req: Any) -> None:
         """Say in the log when the controller is unreachable, at growing intervals."""
@@ -589,3 +642,23 @@ def _chain(
                 fut.set_result(result.result())
 
     source.add_done_callback(done)
+
+
+#: error rules after which a submit is simply sent again
+_RETRY_RULES: Final = frozenset({"stopping", "commit", "out-of-order"})
+
+
+def _settle_acks(items: list[Any], reply: dict[str, Any]) -> None:
+    """Resolve the futures of a submit's ops from its reply (already resolved ones stay)."""
+    results = reply.get("results") if reply.get("k") == "acks" else None
+    if not isinstance(results, list) or len(results) != len(items):
+        results = [reply] * len(items)
+    for (_, fut), result in zip(items, results, strict=True):
+        if fut.done():
+            continue
+        if isinstance(result, dict) and isinstance(result.get("seq"), int):
+            fut.set_result(result["seq"])
+        else:
+            fut.set_exception(
+                OperationRefused(result if isinstance(result, dict) else {"error": repr(result)})
+            )

@@ -45,6 +45,8 @@ log = logging.getLogger("cuelog.sequencer")
 
 RESERVED_TARGETS: Final = frozenset({NODE_JOINED, NODE_LEFT})
 DIGEST_RING: Final = 4096
+#: origins whose admitted high-water mark is kept in memory (older ones are re-read)
+ORIGIN_MEMORY: Final = 4096
 DEFAULT_NODE_TIMEOUT: Final = 3.0
 #: a fetch further behind than this (in events) gets the newest snapshot instead of the tail
 DEFAULT_TAIL_LIMIT: Final = 20_000
@@ -110,6 +112,8 @@ class ControllerCore:
         self._digests: OrderedDict[int, str] = OrderedDict()
         self._commit_seqs: list[int] = []
         self._commit_ts: list[float] = []
+        #: per origin, the highest origin_seq admitted to the commit queue (LRU-bounded)
+        self._origin_hw: OrderedDict[str, int] = OrderedDict()
         head = elog.head
         self._head = head
         self._remember(head, digest(elog.state), now)
@@ -188,6 +192,48 @@ class ControllerCore:
             subs.append(sub)
             errors.append(None)
         return Prepared(node, subs, errors)
+
+    # ---------------------------------------------------------------- per-origin order
+
+    def chain(self, msg: dict[str, Any]) -> tuple[str, int, int, bool] | None:
+        """A submit's place in its origin's sequence: ``(origin, prev, last, head)``.
+
+        A node with several submits in flight says which origin_seq must already be admitted
+        (``prev``) before this batch may be; ``head`` says nothing of its own is in flight
+        before it. Submits without ``chain`` are admitted at once."""
+        raw = msg.get("chain")
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            raise ProtocolError("'chain' must be an object")
+        origin = protocol.field(raw, "origin", str)
+        prev = protocol.field(raw, "prev", int)
+        last = protocol.field(raw, "last", int)
+        head = protocol.field(raw, "head", bool)
+        return origin, prev, last, head
+
+    def in_order(self, origin: str, prev: int, head: bool) -> bool:
+        """Whether a batch chained after `prev` may be admitted now (else it must wait)."""
+        if head:
+            return True
+        known = self._origin_hw.get(origin)
+        if known is None:
+            known = self.reader.max_origin_seq(origin)
+            self._note_origin(origin, known)
+        return prev <= known
+
+    def admitted(self, origin: str, last: int) -> None:
+        """A batch of `origin` up to `last` went into the commit queue."""
+        self._note_origin(origin, max(last, self._origin_hw.get(origin, 0)))
+
+    def _note_origin(self, origin: str, seq: int) -> None:
+        self._origin_hw[origin] = seq
+        self._origin_hw.move_to_end(origin)
+        while len(self._origin_hw) > ORIGIN_MEMORY:
+            self._origin_hw.popitem(last=False)
+
+    def admitted_upto(self, origin: str) -> int:
+        return self._origin_hw.get(origin, 0)
 
     def internal(self, subs: list[Submission]) -> Prepared:
         """Operations the controller makes itself (liveness, the operator's commands)."""

@@ -226,3 +226,31 @@ def test_a_garbage_replica_file_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_bytes(b"this is not sqlite at all" * 100)
     with pytest.raises(Exception, match="not a SQLite database"):
         EventLog.open(bad)
+
+
+def test_a_submit_that_overtakes_its_predecessor_waits_for_it(
+    live: tuple[str, ControllerThread],
+) -> None:
+    addr, ctl = live
+
+    def submit(first: int, count: int, head: bool) -> bytes:
+        ops = [good_op(n) for n in range(first, first + count)]
+        chain = {"origin": "n1/test", "prev": first - 1, "last": first + count - 1, "head": head}
+        return orjson.dumps({"k": "submit", "node": "n1", "chain": chain, "ops": ops})
+
+    # nothing before #10 was ever admitted: it waits, then is sent back to be resent in order
+    reply = ask(addr, submit(10, 2, head=False))
+    assert reply["k"] == "error" and reply["rule"] == "out-of-order"
+    assert head(ctl) == 0
+    # sent in order from the head, both land, in order
+    with pynng.Req0(dial=addr, recv_timeout=5000) as sock:
+        later = sock.new_context()
+        earlier = sock.new_context()
+        later.send(submit(3, 2, head=False))  # overtakes
+        earlier.send(submit(1, 2, head=True))
+        first = orjson.loads(earlier.recv())
+        second = orjson.loads(later.recv())
+        later.close()
+        earlier.close()
+    assert [r["seq"] for r in first["results"]] == [1, 2]
+    assert [r["seq"] for r in second["results"]] == [3, 4]

@@ -57,6 +57,10 @@ def test_three_replicas_converge_on_10000_ops_from_three_submitters(tmp_path: Pa
         assert [e.seq for e in events] == list(range(1, elog.head + 1))
         op_ids = [(e.op_id.origin, e.op_id.origin_seq) for e in events]
         assert len(op_ids) == len(set(op_ids))
+        last_of: dict[str, int] = {}
+        for origin, origin_seq in op_ids:  # each node's ops in the order it sent them
+            assert origin_seq > last_of.get(origin, 0), f"{origin} reordered"
+            last_of[origin] = origin_seq
         nextcues = [e for e in events if e.op.target == "nextcue"]
         assert len(nextcues) == 10_000
         assert digest(elog.state_at(elog.head)) == n1.digest
@@ -264,7 +268,11 @@ def test_a_fresh_node_catches_up_a_long_log_by_tail_or_snapshot(
         nodes(addr, ["late"], db=tmp_path / "late.db") as (late,),
     ):
         assert late.wait_synced(30)
-        wait_for("converged", lambda: converged(addr, ["late"]), 30)
+        wait_for(
+            "converged, node_joined included",
+            lambda: status(addr)["head_seq"] > 12_345 and converged(addr, ["late"]),
+            30,
+        )
         core = late.replica.core
         assert core is not None
         assert (core.resyncs > 0) == (tail_limit == 100), "snapshot only when far behind"
