@@ -26,6 +26,7 @@ from typing import Any, Final
 import pynng
 
 from eventlog import (
+    CONTROLLER,
     DEFAULT_SNAPSHOT_EVERY,
     CuelogError,
     Event,
@@ -286,6 +287,8 @@ class Controller:
         successor that may now follow it."""
         core = self.core
         assert core is not None
+        if chain is not None:
+            prepared.origin = chain[0]
         if prepared.subs:
             fut = self._enqueue_nowait(prepared)
         else:
@@ -385,10 +388,7 @@ class Controller:
                         core.commit, [prepared for prepared, _ in batch], time.time()
                     )
                 except Exception as exc:
-                    log.exception("commit failed; nothing of this batch was appended")
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_result(protocol.error(f"commit failed: {exc}", "commit"))
+                    self._commit_failed(batch, exc)
                     continue
                 for (_, fut), reply in zip(batch, committed.replies, strict=True):
                     if not fut.done():
@@ -406,6 +406,57 @@ class Controller:
                     await self._publish(dumps(frame))
                 if runner is not None and events:
                     runner.push(events)
+
+    def _commit_failed(
+        self, batch: list[tuple[Prepared, asyncio.Future[dict[str, Any]]]], exc: Exception
+    ) -> None:
+        """A group commit raised. Nodes retry their batches (op ids make it safe); anything
+        queued behind them from the same nodes is sent back too, so no node's later ops can
+        be committed before its earlier ones; the controller's own ops are retried here."""
+        core = self.core
+        assert core is not None
+        log.error(
+            "commit of %d submits failed (%s); they were not acknowledged and will be retried",
+            len(batch),
+            exc,
+            extra={"node": "controller", "seq": core.head},
+        )
+        origins = {prepared.origin for prepared, _ in batch if prepared.origin is not None}
+        core.forget_origins(origins)
+        retry_here: list[tuple[Prepared, asyncio.Future[dict[str, Any]]]] = []
+        for prepared, fut in batch:
+            if prepared.node == CONTROLLER and prepared.failures < 3:
+                prepared.failures += 1
+                retry_here.append((prepared, fut))
+            elif not fut.done():
+                fut.set_result(protocol.error(f"commit failed: {exc}", "commit"))
+        keep = []
+        for prepared, fut in self._queue:
+            if prepared.origin is not None and prepared.origin in origins:
+                if not fut.done():
+                    fut.set_result(
+                        protocol.error(
+                            "an earlier submit of this node failed to commit: resend from the "
+                            "oldest unacknowledged op",
+                            "out-of-order",
+                        )
+                    )
+            else:
+                keep.append((prepared, fut))
+        self._queue = retry_here + keep
+        loop = asyncio.get_running_loop()
+        for origin in origins:
+            for entry in self._parked.pop(origin, []):
+                if not entry[2].done():
+                    refused: asyncio.Future[dict[str, Any]] = loop.create_future()
+                    refused.set_result(
+                        protocol.error(
+                            "an earlier submit of this node failed to commit: resend from the "
+                            "oldest unacknowledged op",
+                            "out-of-order",
+                        )
+                    )
+                    entry[2].set_result(refused)
 
     async def _publish(self, data: bytes) -> None:
         pub = self._pub

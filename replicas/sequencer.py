@@ -60,6 +60,10 @@ class Prepared:
     subs: list[Submission]
     #: per submitted op: an error dict, or None (its seq comes from the commit)
     errors: list[dict[str, Any] | None]
+    #: the op_id origin whose order this batch is part of (chained submits), if any
+    origin: str | None = None
+    #: how many times a commit holding this batch failed
+    failures: int = 0
 
 
 @dataclass(slots=True)
@@ -231,6 +235,12 @@ class ControllerCore:
         self._origin_hw.move_to_end(origin)
         while len(self._origin_hw) > ORIGIN_MEMORY:
             self._origin_hw.popitem(last=False)
+
+    def forget_origins(self, origins: set[str]) -> None:
+        """A commit failed: what was admitted for these origins may not be in the log. Their
+        marks are re-read from the log (what is really committed) when next needed."""
+        for origin in origins:
+            self._origin_hw.pop(origin, None)
 
     def admitted_upto(self, origin: str) -> int:
         return self._origin_hw.get(origin, 0)

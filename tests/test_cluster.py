@@ -284,3 +284,42 @@ def test_a_fresh_node_catches_up_a_long_log_by_tail_or_snapshot(
         assert digest(replica_file.state_at(replica_file.head)) == digest(
             ctl_log.state_at(ctl_log.head)
         )
+
+
+def test_a_failed_group_commit_never_reorders_a_nodes_ops(tmp_path: Path) -> None:
+    import sqlite3
+
+    addr = ipc_address(tmp_path)
+    entered = threading.Event()
+    go_on = threading.Event()
+    failed: list[int] = []
+    with controller_thread(tmp_path / "ctl.db", addr) as ctl, nodes(addr, ["n1"]) as (n1,):
+        core = ctl.controller.core
+        assert core is not None and n1.wait_synced(10)
+        real_commit = core.commit
+
+        def flaky(batch: Any, now: float) -> Any:
+            mine = [s for p in batch for s in p.subs if s.op_id and s.op_id.origin_seq == 1]
+            if mine and not failed:
+                failed.append(1)
+                entered.set()
+                go_on.wait(20)  # hold the commit while more of n1's ops are queued behind it
+                raise sqlite3.OperationalError("disk I/O error")
+            return real_commit(batch, now)
+
+        core.commit = flaky  # type: ignore[method-assign]
+        first = [n1.update_nextcue(f"c{i}") for i in range(1, 1001)]
+        assert entered.wait(10)
+        later = [n1.update_nextcue(f"c{i}") for i in range(1001, 1501)]
+        wait_for(
+            "a later submit queued behind the failing commit", lambda: bool(ctl.controller._queue)
+        )
+        go_on.set()
+        seqs = [f.result(30) for f in first + later]
+    assert failed
+    assert seqs == sorted(seqs), "n1's ops were committed out of order"
+    with EventLog.open(tmp_path / "ctl.db", readonly=True) as elog:
+        values = [
+            (e.op.data or {}).get("nextcue") for e in elog.iter_events() if e.op.target == "nextcue"
+        ]
+    assert values == [f"c{i}" for i in range(1, 1501)]
