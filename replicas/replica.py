@@ -10,9 +10,10 @@ its caller what to do next (`next_fetch`) and which commands to fire. Rules it n
   reported when this replica joined (history never fires: catch-up, snapshots and a restart
   with its own file only rebuild state), and it is at most ``max_command_age`` seconds old in
   the controller's clock (a node that was frozen does not play a GO from the past). The
-  replica estimates the controller's "now" from the freshest (controller ts - local time)
-  offset it has seen; callers pass their local monotonic time as ``now``. Without ``now`` the
-  newest controller ts seen stands in for it.
+  replica estimates the controller's "now" as local monotonic time plus the offset measured
+  by the latest welcome or heartbeat reply (replies cannot sit in a buffer the way stream
+  frames can); callers pass their local monotonic time as ``now``. Without ``now`` the
+  latest controller ts seen stands in for it.
 """
 
 from __future__ import annotations
@@ -185,15 +186,19 @@ class ReplicaCore:
         if head is not None and head > self.known_head:
             self.known_head = head
         if isinstance(ts, int | float):
-            if ts > self.controller_ts:
-                self.controller_ts = float(ts)
-            if self._now is not None and (self.offset is None or ts - self._now > self.offset):
-                self.offset = float(ts) - self._now
+            self.controller_ts = float(ts)
+
+    def _fresh_clock(self, ts: Any, now: float | None) -> None:
+        """A reading of the controller's clock that cannot have waited in a buffer (a reply
+        to a request just made): it resets the estimate, so a controller clock stepped back
+        (NTP) is followed within one heartbeat instead of silencing every command."""
+        if isinstance(ts, int | float) and now is not None:
+            self.offset = float(ts) - now
 
     def controller_now(self) -> float:
         """The controller's clock now, as well as this replica can tell."""
         if self._now is not None and self.offset is not None:
-            return max(self.controller_ts, self._now + self.offset)
+            return self._now + self.offset
         return self.controller_ts
 
     def _full_resync(self, log_id: str, why: str) -> None:
@@ -237,6 +242,7 @@ class ReplicaCore:
         self.controller_log = log_id
         self.known_head = head if changed else max(head, self.known_head)
         self._saw(head, msg.get("ts"))
+        self._fresh_clock(msg.get("ts"), now)
         self.need_hello = False
         log.info(
             "joined log %s at seq %d (controller head %d)",
@@ -316,6 +322,7 @@ class ReplicaCore:
         """A controller time reading received at local time `now` (a beat reply)."""
         self._now = now
         self._saw(None, controller_ts)
+        self._fresh_clock(controller_ts, now)
 
     def on_fetch_failed(self) -> None:
         """The fetch got no answer (timeout, lost connection): it may be asked again."""

@@ -99,3 +99,14 @@ def test_heartbeat_reveals_missed_events() -> None:
     core.on_frame({"k": "hb", "log": LOG, "head": 3, "ts": 1000.1}, 0.1)
     fetch = core.next_fetch()
     assert fetch is not None and fetch["after"] == 0 and fetch["limit"] == 3
+
+
+def test_a_controller_clock_stepped_back_is_followed_at_the_next_heartbeat() -> None:
+    core = joined(ts=1000.0, now=0.0)
+    assert [e.seq for e in core.on_frame(frame(ev(1, "stop", ts=1001.0)), 1.0)] == [1]
+    # NTP steps the controller's wall clock back 60 s; its next heartbeat reply says so
+    core.on_clock(942.0, 2.0)
+    fired = []
+    for i in range(2, 6):
+        fired += core.on_frame(frame(ev(i, "stop", ts=940.0 + i)), float(i))
+    assert [e.seq for e in fired] == [2, 3, 4, 5], "live, fresh commands still fire"
