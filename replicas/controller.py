@@ -50,6 +50,8 @@ log = logging.getLogger("cuelog.controller")
 DEFAULT_LISTEN: Final = "tcp://127.0.0.1:9093"
 HEARTBEAT_INTERVAL: Final = 0.1
 WORKERS: Final = 16
+#: committed events waiting for `node_operation_callback` (beyond it, calls are dropped)
+CALLBACK_QUEUE: Final = 100_000
 #: how long a submit that overtook its predecessor waits for it (seconds)
 PARK_TIMEOUT: Final = 0.5
 #: how often (seconds) a node's unknown digest match may be settled by folding the log
@@ -67,14 +69,27 @@ class CallbackRunner:
 
     def __init__(self, callbacks: OperationCallbacks, name: str) -> None:
         self.callbacks = callbacks
-        self._queue: queue.Queue[Event | None] = queue.Queue()
+        self._queue: queue.Queue[Event | None] = queue.Queue(maxsize=CALLBACK_QUEUE)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+        self.dropped = 0
 
     def push(self, events: list[Event]) -> None:
+        """Queue callbacks; never blocks the controller. A callback that cannot keep up
+        loses calls (counted and logged), never the log's events."""
         for event in events:
             if event.op.type in self.callbacks:
-                self._queue.put(event)
+                try:
+                    self._queue.put_nowait(event)
+                except queue.Full:
+                    self.dropped += 1
+                    if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                        log.error(
+                            "operation callbacks are %d events behind; %d calls dropped",
+                            CALLBACK_QUEUE,
+                            self.dropped,
+                            extra={"seq": event.seq},
+                        )
 
     def _run(self) -> None:
         while True:
@@ -90,7 +105,8 @@ class CallbackRunner:
                 log.exception("operation callback failed", extra={"seq": event.seq})
 
     def close(self) -> None:
-        self._queue.put(None)
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
 
 
 class Controller:
@@ -146,12 +162,19 @@ class Controller:
             if self.db == ":memory:"
             else await asyncio.to_thread(EventLog.open, self.db, readonly=True)
         )
+        lookup = (
+            elog
+            if self.db == ":memory:"
+            else await asyncio.to_thread(EventLog.open, self.db, readonly=True)
+        )
         self.core = ControllerCore(
             elog,
             reader,
             node_timeout=self.node_timeout,
             tail_limit=self.tail_limit,
             now=time.time(),
+            mono=time.monotonic(),
+            lookup=lookup,
         )
         runner = CallbackRunner(self.callbacks, "cuelog-callbacks") if self.callbacks else None
         rep = pynng.Rep0(recv_max_size=protocol.NNG_MAX_BYTES)
@@ -194,8 +217,9 @@ class Controller:
             for _, fut in self._queue:
                 if not fut.done():
                     fut.set_result(protocol.error("controller stopping", "stopping"))
-            if reader is not elog:
-                reader.close()
+            for extra in (reader, lookup):
+                if extra is not elog:
+                    extra.close()
             elog.close()
             log.info("controller stopped", extra={"node": "controller", "seq": "-"})
 
@@ -212,7 +236,11 @@ class Controller:
             except pynng.Closed:
                 return
             raw = msg.bytes
-            reply = await self.handle(raw, msg.pipe)
+            try:
+                reply = await self.handle(raw, msg.pipe)
+            except Exception as exc:  # a bug must cost one reply, never the controller
+                log.exception("internal error handling a request from %s", _peer(msg.pipe))
+                reply = protocol.error(f"internal error: {exc}", "internal-error")
             try:
                 await guarded(ctx.asend(dumps(reply)))
             except pynng.Closed:
@@ -238,7 +266,7 @@ class Controller:
             if kind == "fetch":
                 return await asyncio.to_thread(core.fetch, msg, now)
             if kind == "beat":
-                reply, ops = core.beat(msg, now)
+                reply, ops = core.beat(msg, now, time.monotonic())
                 if ops:
                     self._enqueue_nowait(core.internal(ops))
                 node = protocol.node_id(msg)
@@ -259,7 +287,7 @@ class Controller:
             if kind == "hello":
                 return core.hello(msg, now)
             if kind == "status":
-                return core.status(now)
+                return core.status(now, time.monotonic())
             if kind == "state":
                 return await asyncio.to_thread(core.state_reply)
             raise ProtocolError(
@@ -482,7 +510,7 @@ class Controller:
         assert core is not None
         while True:
             await asyncio.sleep(0.25)
-            ops = core.tick(time.time())
+            ops = core.tick(time.monotonic())
             if ops:
                 self._enqueue_nowait(core.internal(ops))
 

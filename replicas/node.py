@@ -49,6 +49,12 @@ BEAT_INTERVAL: Final = 0.25
 REQUEST_TIMEOUT: Final = 2.0
 OUTBOX_SIZE: Final = 10_000
 SUBMIT_BATCH: Final = 1000
+#: most encoded bytes in one submit (well under the controller's request limit)
+SUBMIT_BYTES: Final = 1024 * 1024
+#: how long a running command holds back the next one (see `CommandDispatcher`)
+COMMAND_GRACE: Final = 0.25
+#: fired commands waiting for the callback thread
+COMMAND_QUEUE: Final = 10_000
 #: submits in flight at once (the controller keeps each node's order; see `_submitter`)
 SUBMIT_DEPTH: Final = 2
 #: catch-up requests in flight at once (the controller reads ahead while the node applies)
@@ -79,6 +85,8 @@ class Outbox:
         self._counter = 0
         self._items: collections.deque[tuple[dict[str, Any], concurrent.futures.Future[int]]]
         self._items = collections.deque()
+        #: encoded size estimate of each item, in step with `_items`
+        self._sizes: collections.deque[int] = collections.deque()
         self._lock = threading.Lock()
         self.wake: Callable[[], None] = lambda: None
         #: set by the submitter when it has a free slot and waits: the next put wakes it
@@ -103,31 +111,52 @@ class Outbox:
             wake = not self._items or self.want_wake
             self.want_wake = False
             self._items.append((wire, future))
+            data = op.data
+            self._sizes.append(
+                128 + len(op.sender) + len(op.target) + (0 if data is None else len(dumps(data)))
+            )
         if wake:  # the submitter sleeps on an empty outbox, or asked to hear of more
             self.wake()
         return future
 
     def peek(
-        self, limit: int, start: int = 0
+        self, limit: int, start: int = 0, max_bytes: int | None = None
     ) -> list[tuple[dict[str, Any], concurrent.futures.Future[int]]]:
-        """Up to `limit` queued items from position `start` (0 is the oldest)."""
+        """Up to `limit` queued items (and about `max_bytes` encoded, but at least one) from
+        position `start` (0 is the oldest)."""
         with self._lock:
             end = min(start + limit, len(self._items))
+            if max_bytes is not None:
+                total = 0
+                for i in range(start, end):
+                    total += self._sizes[i]
+                    if total > max_bytes and i > start:
+                        end = i
+                        break
             return [self._items[i] for i in range(start, end)]
 
     def drop(self, count: int) -> None:
         with self._lock:
             for _ in range(count):
                 self._items.popleft()
+                self._sizes.popleft()
 
 
 class CommandDispatcher:
-    """Hands fired commands to the callback: each on its own thread, started in seq order."""
+    """Hands fired commands to the callback, in seq order, off the receive path.
 
-    def __init__(self, node_id: str) -> None:
+    Each command runs on its own thread, and the next one starts only when it has returned:
+    commands never overlap or reorder. A callback that blocks (upstream's GO blocks for the
+    whole cue) holds the next command back for at most `grace` seconds; after that the next
+    one starts alongside it (logged), so a STOP can never be stuck behind a playing cue.
+    The queue is bounded: a callback stuck for good makes later commands be dropped, loudly.
+    """
+
+    def __init__(self, node_id: str, grace: float = COMMAND_GRACE) -> None:
         self.node_id = node_id
+        self.grace = grace
         self.callback: CommandCallback | None = None
-        self._queue: queue.Queue[Event | None] = queue.Queue()
+        self._queue: queue.Queue[Event | None] = queue.Queue(maxsize=COMMAND_QUEUE)
         self._thread = threading.Thread(
             target=self._run, name=f"cuelog-commands-{node_id}", daemon=True
         )
@@ -135,10 +164,21 @@ class CommandDispatcher:
         self.fired = 0
 
     def push(self, event: Event) -> None:
-        self._queue.put(event)
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            log.error(
+                "command %s dropped: %d commands are waiting for the callback",
+                event.op.target,
+                COMMAND_QUEUE,
+                extra={"node": self.node_id, "seq": event.seq},
+            )
 
     def close(self) -> None:
-        self._queue.put(None)
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            log.error("command queue full at shutdown", extra={"node": self.node_id})
 
     def _run(self) -> None:
         while True:
@@ -152,18 +192,24 @@ class CommandDispatcher:
             if callback is None:
                 log.warning("command %s: no command callback set", name, extra=extra)
                 continue
-            started = threading.Event()
+            finished = threading.Event()
             value = data.get("value")
             address = data.get("address", f"/engine/command/{name}")
             self.fired += 1
             log.info("firing command %s = %r", name, value, extra=extra)
             threading.Thread(
                 target=self._call,
-                args=(callback, name, value, address, extra, started),
+                args=(callback, name, value, address, extra, finished),
                 name=f"cuelog-command-{name}-{event.seq}",
                 daemon=True,
             ).start()
-            started.wait()
+            if not finished.wait(self.grace):
+                log.info(
+                    "command %s still running after %.2f s; the next command may start",
+                    name,
+                    self.grace,
+                    extra=extra,
+                )
 
     @staticmethod
     def _call(
@@ -172,13 +218,14 @@ class CommandDispatcher:
         value: Any,
         address: Any,
         extra: dict[str, Any],
-        started: threading.Event,
+        finished: threading.Event,
     ) -> None:
-        started.set()
         try:
             callback(name, value, address)
         except Exception:
             log.exception("command callback for %s failed", name, extra=extra)
+        finally:
+            finished.set()
 
 
 class NodeReplica:
@@ -368,15 +415,23 @@ class NodeReplica:
         finally:
             close_all(contexts, req, sub)
             self.commands.close()
+            with self._coalesce_lock:
+                held, self._coalesce = self._coalesce, {}
+            for _, futures in held.values():
+                for fut in futures:
+                    if not fut.done():
+                        fut.set_exception(CuelogError(f"node {self.node_id} stopped"))
             log.info("node stopped", extra=self._extra())
             if self._elog is not None:
                 self.core = None
                 self._elog.close()
 
     def stop(self) -> None:
+        """Ask the node to stop (from any thread; safe to call twice or after it ended)."""
         loop, task = self._loop, self._task
-        if loop is not None and task is not None:
-            loop.call_soon_threadsafe(task.cancel)
+        if loop is not None and task is not None and not task.done():
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(task.cancel)
 
     # ------------------------------------------------------------------ tasks
 
@@ -537,7 +592,7 @@ class NodeReplica:
         wake = self._outbox_wake
         while True:
             while free:
-                items = self.outbox.peek(SUBMIT_BATCH, sent)
+                items = self.outbox.peek(SUBMIT_BATCH, sent, SUBMIT_BYTES)
                 if not items:
                     break
                 first, last = items[0][0]["op_id"][1], items[-1][0]["op_id"][1]

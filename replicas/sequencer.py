@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import bisect
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+import orjson
 
 from eventlog import (
     CONTROLLER,
@@ -45,6 +48,8 @@ log = logging.getLogger("cuelog.sequencer")
 
 RESERVED_TARGETS: Final = frozenset({NODE_JOINED, NODE_LEFT})
 DIGEST_RING: Final = 4096
+#: nodes tracked at once (offline ones are forgotten first)
+MAX_NODES: Final = 1024
 #: origins whose admitted high-water mark is kept in memory (older ones are re-read)
 ORIGIN_MEMORY: Final = 4096
 DEFAULT_NODE_TIMEOUT: Final = 3.0
@@ -106,13 +111,18 @@ class ControllerCore:
         node_timeout: float = DEFAULT_NODE_TIMEOUT,
         tail_limit: int = DEFAULT_TAIL_LIMIT,
         now: float = 0.0,
+        mono: float | None = None,
+        lookup: EventLog | None = None,
     ) -> None:
         self.elog = elog
         self.reader = reader or elog
+        #: a connection for small indexed lookups on the event loop (never busy with catch-up)
+        self.lookup = lookup or self.reader
         self.node_timeout = node_timeout
         self.tail_limit = tail_limit
         self.log_id = elog.log_id
         self.nodes: dict[str, NodeInfo] = {}
+        self._ring_lock = threading.Lock()
         self._digests: OrderedDict[int, str] = OrderedDict()
         self._commit_seqs: list[int] = []
         self._commit_ts: list[float] = []
@@ -124,7 +134,7 @@ class ControllerCore:
         # nodes the log says are online: they must beat within the timeout, or they left
         for node_id, info in elog.state.nodes.items():
             if info.get("online"):
-                self.nodes[node_id] = NodeInfo(node_id, True, now)
+                self.nodes[node_id] = NodeInfo(node_id, True, now if mono is None else mono)
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -134,32 +144,36 @@ class ControllerCore:
         return self._head
 
     def _remember(self, seq: int, dig: str, ts: float) -> None:
-        self._digests[seq] = dig
-        while len(self._digests) > DIGEST_RING:
-            self._digests.popitem(last=False)
-        self._commit_seqs.append(seq)
-        self._commit_ts.append(ts)
-        if len(self._commit_seqs) > 2 * DIGEST_RING:
-            del self._commit_seqs[:DIGEST_RING]
-            del self._commit_ts[:DIGEST_RING]
+        # commits run in a worker thread while the event loop reads the rings: one lock
+        with self._ring_lock:
+            self._digests[seq] = dig
+            while len(self._digests) > DIGEST_RING:
+                self._digests.popitem(last=False)
+            self._commit_seqs.append(seq)
+            self._commit_ts.append(ts)
+            if len(self._commit_seqs) > 2 * DIGEST_RING:
+                del self._commit_seqs[:DIGEST_RING]
+                del self._commit_ts[:DIGEST_RING]
 
     def digest_at(self, seq: int) -> str | None:
         """The digest after `seq`, if it is a recent commit boundary (else None)."""
-        return self._digests.get(seq)
+        with self._ring_lock:
+            return self._digests.get(seq)
 
     def compute_digest_at(self, seq: int) -> str:
         """The digest after `seq`, folding from the reader's newest snapshot (slow path)."""
-        found = self._digests.get(seq)
+        found = self.digest_at(seq)
         if found is None:
             found = digest(self.reader.state_at(seq))
         return found
 
     def ts_of(self, seq: int) -> float | None:
         """The commit time of `seq` if it is in the recent ring."""
-        i = bisect.bisect_left(self._commit_seqs, seq)
-        if i < len(self._commit_seqs) and self._commit_seqs[0] < seq:
-            return self._commit_ts[i]
-        return None
+        with self._ring_lock:
+            i = bisect.bisect_left(self._commit_seqs, seq)
+            if i < len(self._commit_seqs) and self._commit_seqs[0] < seq:
+                return self._commit_ts[i]
+            return None
 
     # ---------------------------------------------------------------- submit / commit
 
@@ -222,7 +236,7 @@ class ControllerCore:
             return True
         known = self._origin_hw.get(origin)
         if known is None:
-            known = self.reader.max_origin_seq(origin)
+            known = self.lookup.max_origin_seq(origin)
             self._note_origin(origin, known)
         return prev <= known
 
@@ -362,8 +376,14 @@ class ControllerCore:
 
     # ---------------------------------------------------------------- liveness
 
-    def beat(self, msg: dict[str, Any], now: float) -> tuple[dict[str, Any], list[Submission]]:
-        """A node's heartbeat. Returns the reply and any ``node_joined`` op to append."""
+    def beat(
+        self, msg: dict[str, Any], now: float, mono: float | None = None
+    ) -> tuple[dict[str, Any], list[Submission]]:
+        """A node's heartbeat. Returns the reply and any ``node_joined`` op to append.
+
+        ``now`` is the wall clock (echoed to the node); liveness uses ``mono`` (a monotonic
+        clock, default ``now``) so a wall-clock step never makes nodes "leave"."""
+        seen = now if mono is None else mono
         node = protocol.node_id(msg)
         applied: int = protocol.field(msg, "applied", int)
         dig: str = protocol.field(msg, "digest", str)
@@ -372,16 +392,21 @@ class ControllerCore:
         ops: list[Submission] = []
         if info is None or not info.online:
             if info is None:
-                info = NodeInfo(node, True, now)
-                if len(self.nodes) >= 1024:
+                if len(self.nodes) >= MAX_NODES:
                     self._forget_one()
+                if len(self.nodes) >= MAX_NODES:
+                    raise ProtocolError(
+                        f"this controller already tracks {MAX_NODES} online nodes; "
+                        f"{node} is not admitted"
+                    )
+                info = NodeInfo(node, True, seen)
                 self.nodes[node] = info
             info.online = True
             ops.append(_node_op(NODE_JOINED, node))
             log.info(
                 "node %s joined (applied %d)", node, applied, extra={"node": node, "seq": applied}
             )
-        info.last_seen = now
+        info.last_seen = seen
         info.beats += 1
         same_log = their_log == self.log_id
         if same_log and (applied != info.applied or dig != info.digest):
@@ -413,11 +438,15 @@ class ControllerCore:
         info = self.nodes.get(node)
         if info is None or info.digest_match is not None or not info.digest or not info.same_log:
             return
-        if 0 <= info.applied <= self.reader.head and info.applied >= self.reader.base_seq:
-            info.digest_match = self.compute_digest_at(info.applied) == info.digest
+        applied, reported = info.applied, info.digest  # one consistent reading
+        if self.reader.base_seq <= applied <= self.reader.head:
+            match = self.compute_digest_at(applied) == reported
+            if (info.applied, info.digest) == (applied, reported):  # no newer beat meanwhile
+                info.digest_match = match
 
     def tick(self, now: float) -> list[Submission]:
-        """Nodes silent for longer than the timeout have left: ops to append."""
+        """Nodes silent for longer than the timeout have left: ops to append. ``now`` must be
+        the clock `beat` got as ``mono`` (a monotonic one in the controller)."""
         ops: list[Submission] = []
         for info in self.nodes.values():
             if info.online and now - info.last_seen > self.node_timeout:
@@ -432,17 +461,17 @@ class ControllerCore:
         return ops
 
     def state_reply(self) -> dict[str, Any]:
-        """The whole current state (touches the log's lock: call off the event loop)."""
-        state = self.elog.state
+        """The whole current state at one seq (takes the log's lock: call off the event loop)."""
+        snap = self.elog.snapshot_now()
         return {
             "k": "state",
             "log": self.log_id,
-            "seq": state.seq,
-            "digest": digest(state),
-            "state": state.to_dict(),
+            "seq": snap.seq,
+            "digest": snap.digest,
+            "state": orjson.Fragment(snap.state),
         }
 
-    def status(self, now: float) -> dict[str, Any]:
+    def status(self, now: float, mono: float | None = None) -> dict[str, Any]:
         head = self.head
         nodes: dict[str, Any] = {}
         for node, info in sorted(self.nodes.items()):
@@ -460,13 +489,13 @@ class ControllerCore:
                 "digest_match": info.digest_match,
                 "lag_events": lag,
                 "lag_seconds": lag_s,
-                "last_seen_s": round(now - info.last_seen, 3),
+                "last_seen_s": round((now if mono is None else mono) - info.last_seen, 3),
             }
         return {
             "k": "status",
             "log_id": self.log_id,
             "head_seq": head,
-            "digest": self._digests.get(head, ""),
+            "digest": self.digest_at(head) or "",
             "ts": now,
             "nodes": nodes,
         }

@@ -323,3 +323,15 @@ def test_a_failed_group_commit_never_reorders_a_nodes_ops(tmp_path: Path) -> Non
             (e.op.data or {}).get("nextcue") for e in elog.iter_events() if e.op.target == "nextcue"
         ]
     assert values == [f"c{i}" for i in range(1, 1501)]
+
+
+def test_a_large_backlog_queued_while_the_controller_is_down_is_all_committed(
+    tmp_path: Path,
+) -> None:
+    addr = ipc_address(tmp_path)
+    with nodes(addr, ["n1"]) as (n1,):
+        # 1000 valid ops of ~6 KB each (6 MB in all) wait for a controller that is not up yet
+        futures = [n1.send_status(f"player{i}", {"config": "x" * 6000}) for i in range(1000)]
+        with controller_thread(tmp_path / "ctl.db", addr):
+            seqs = [f.result(30) for f in futures]
+    assert sorted(seqs) == seqs and len(set(seqs)) == 1000
