@@ -245,8 +245,10 @@ class NodeReplica:
         outbox_size: int = OUTBOX_SIZE,
         max_command_age: float = DEFAULT_MAX_COMMAND_AGE,
         cue_status_hz: float = 2.0,
+        submit_depth: int = SUBMIT_DEPTH,
     ) -> None:
         protocol.check_address(controller)
+        self.submit_depth = max(1, submit_depth)
         self.node_id = node_id
         self.controller = controller
         self.db = None if db is None else str(db)
@@ -404,7 +406,7 @@ class NodeReplica:
             self.started.set()
             if len(self.outbox):
                 self._outbox_wake.set()
-            contexts = [req.new_context() for _ in range(2 + FETCH_DEPTH + SUBMIT_DEPTH)]
+            contexts = [req.new_context() for _ in range(2 + FETCH_DEPTH + self.submit_depth)]
             fetching = contexts[2 : 2 + FETCH_DEPTH]
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._control(contexts[0], fetching))

@@ -23,12 +23,15 @@ from tests.cluster import controller_thread, converged, ipc_address, nodes, stat
 from tools.demo import command
 
 
-def test_three_replicas_converge_on_10000_ops_from_three_submitters(tmp_path: Path) -> None:
+@pytest.mark.parametrize("depth", [1, 3], ids=["one-submit-in-flight", "three-in-flight"])
+def test_three_replicas_converge_on_10000_ops_from_three_submitters(
+    tmp_path: Path, depth: int
+) -> None:
     addr = ipc_address(tmp_path)
     ids = ["n1", "n2", "n3"]
     with (
         controller_thread(tmp_path / "ctl.db", addr, snapshot_every=500),
-        nodes(addr, ids[:2]) as (n1, n2),
+        nodes(addr, ids[:2], submit_depth=depth) as (n1, n2),
         nodes(addr, ids[2:], db=tmp_path / "n3.db") as (n3,),
     ):
         futures: list[concurrent.futures.Future[int]] = []
