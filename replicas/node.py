@@ -97,9 +97,11 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, op: Operation) -> concurrent.futures.Future[int]:
-        """Queue `op` (validated here, so a bad op fails in the caller, not later)."""
-        op = validate_operation(op)
+    def put(self, op: Operation, *, validated: bool = False) -> concurrent.futures.Future[int]:
+        """Queue `op`, validated here (so a bad op fails in the caller, not later) unless the
+        caller just did it (``validated=True``)."""
+        if not validated:
+            op = validate_operation(op)
         future: concurrent.futures.Future[int] = concurrent.futures.Future()
         with self._lock:
             if len(self._items) >= self.maxsize:
@@ -328,7 +330,7 @@ class NodeReplica:
             loop = self._loop
             if now - last >= self.cue_interval or loop is None or loop.is_closed():
                 self._last_sent[key] = now
-                return self.outbox.put(op)
+                return self.outbox.put(op, validated=True)
             if len(self.outbox) >= self.outbox.maxsize:
                 raise OutboxFull(f"node {self.node_id}: outbox full")
             self._coalesce[key] = (op, [future])
@@ -343,7 +345,7 @@ class NodeReplica:
                 return
             self._last_sent[key] = time.monotonic()
             try:
-                sent = self.outbox.put(held[0])
+                sent = self.outbox.put(held[0], validated=True)
             except CuelogError as exc:
                 for fut in held[1]:
                     fut.set_exception(exc)

@@ -127,7 +127,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         for event in _selected(args, elog):
             reason = None
             if state is not None:
-                for gap in elog.read(state.seq, until=event.seq - 1):
+                for gap in elog.iter_events(state.seq, until=event.seq - 1):
                     apply(state, gap)
                 reason = apply(state, event)
             if args.json:
