@@ -24,6 +24,8 @@ from eventlog.state import State
 NODE_JOINED: Final = "node_joined"
 NODE_LEFT: Final = "node_left"
 CONTROLLER: Final = "controller"
+#: status target listing more cues of the loaded show (for shows too large for one load)
+SHOW_CUES: Final = "show_cues"
 
 _Handler = Callable[[State, Event], "str | None"]
 
@@ -121,6 +123,10 @@ def _status(state: State, event: Event) -> str | None:
     elif target == "pong":
         node = state.nodes.setdefault(op.sender, {"online": False, "seq": event.seq, "pong": 0})
         node["pong"] = event.seq
+    elif target == SHOW_CUES:
+        if op.sender != CONTROLLER or not state.engine["load"]:
+            return "show_cues comes from the controller, after a load"
+        _list_cues(state, data.get("cues"), event.seq)
     elif target == "timecode":
         state.engine["timecode"] = data.get("value", 0)
     elif target in (NODE_JOINED, NODE_LEFT):
@@ -137,6 +143,34 @@ def _status(state: State, event: Event) -> str | None:
                 _recompute_armed(state)
     state.status.setdefault(op.sender, {})[target] = {"data": op.data, "seq": event.seq}
     return reason
+
+
+#: how many cues one load (or one ``show_cues`` status) may list
+MAX_LISTED_CUES: Final = 4096
+
+
+def _list_cues(state: State, listed: Any, seq: int) -> None:
+    """Add the cues a show lists, unplayed (status 0), as upstream does on load.
+
+    Items are cue ids or ``{"id", "node"?, "enabled"?}``; anything else is skipped. A show
+    larger than one operation allows lists the rest in ``show_cues`` status events.
+    """
+    if not isinstance(listed, list):
+        return
+    for item in listed[:MAX_LISTED_CUES]:
+        info = item if isinstance(item, dict) else {"id": item}
+        cue = info.get("id")
+        if not isinstance(cue, str) or not cue or cue in state.cues:
+            continue
+        node = info.get("node")
+        state.cues[cue] = {
+            "status": 0,
+            "offset": "",
+            "node": node if isinstance(node, str) else "",
+            "seq": seq,
+        }
+        enabled = info.get("enabled", True)
+        state.cue_enabled[cue] = enabled is not False
 
 
 def _reset_show(state: State) -> None:
@@ -163,6 +197,7 @@ def _command(state: State, event: Event) -> str | None:
             _reset_show(state)
             engine["load"] = "" if value is None else str(value)
             state.cues = {}
+            _list_cues(state, data.get("cues"), event.seq)
             named = data.get("nodes")
             if isinstance(named, list) and all(isinstance(n, str) for n in named):
                 state.required = sorted(set(named))

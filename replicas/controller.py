@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import pynng
 
@@ -34,6 +34,7 @@ from eventlog import (
     InputError,
     Operation,
     OperationType,
+    State,
     Submission,
     dumps,
     validate_operation,
@@ -58,6 +59,20 @@ PARK_TIMEOUT: Final = 0.5
 SETTLE_INTERVAL: Final = 1.0
 
 OperationCallbacks = dict[OperationType, Callable[[NodeOperation], Any]]
+
+
+class CommitListener(Protocol):
+    """Something fed the controller's commit stream on its event loop (the UI gateway).
+
+    `on_open` gets a private copy of the state at the head when the log is opened, before any
+    commit; `on_commit` gets every committed batch, in seq order, before any submitter of that
+    batch is answered (so an answered seq has already been seen). Both must be quick and
+    must not raise.
+    """
+
+    def on_open(self, log_id: str, state: State) -> None: ...
+
+    def on_commit(self, events: list[Event], reasons: list[str | None]) -> None: ...
 
 
 class ListenError(CuelogError):
@@ -134,6 +149,7 @@ class Controller:
         self.synchronous = synchronous
         self.heartbeat_interval = heartbeat_interval
         self.callbacks = node_operation_callback or {}
+        self.listeners: list[CommitListener] = []
         self.core: ControllerCore | None = None
         self.ready = asyncio.Event()
         self._queue: list[tuple[Prepared, asyncio.Future[dict[str, Any]]]] = []
@@ -176,6 +192,8 @@ class Controller:
             mono=time.monotonic(),
             lookup=lookup,
         )
+        for listener in self.listeners:
+            listener.on_open(elog.log_id, elog.state.copy())
         runner = CallbackRunner(self.callbacks, "cuelog-callbacks") if self.callbacks else None
         rep = pynng.Rep0(recv_max_size=protocol.NNG_MAX_BYTES)
         pub = pynng.Pub0(send_buffer_size=1024)
@@ -390,8 +408,17 @@ class Controller:
     async def enqueue(self, prepared: Prepared) -> dict[str, Any]:
         return await self._enqueue_nowait(prepared)
 
+    def status(self) -> dict[str, Any]:
+        """What ``cuelog status --json`` shows: head, digest, every node's lag and match."""
+        core = self.core
+        if core is None:
+            raise CuelogError("the controller has not opened its log yet")
+        return core.status(time.time(), time.monotonic())
+
     async def append_local(self, ops: list[Operation]) -> list[int]:
-        """Append operations made by the controller itself (the operator's commands)."""
+        """Append operations made by the controller itself (the operator's commands).
+
+        Returns their seqs once they are durable; raises `InputError` if they were refused."""
         core = self.core
         assert core is not None
         reply = await self.enqueue(
@@ -418,10 +445,16 @@ class Controller:
                 except Exception as exc:
                     self._commit_failed(batch, exc)
                     continue
+                events = committed.result.events
+                if events:
+                    for listener in self.listeners:
+                        try:
+                            listener.on_commit(events, committed.result.reasons)
+                        except Exception:  # a listener bug must not stop commits
+                            log.exception("commit listener %r failed", listener)
                 for (_, fut), reply in zip(batch, committed.replies, strict=True):
                     if not fut.done():
                         fut.set_result(reply)
-                events = committed.result.events
                 if events:
                     self.stats["commits"] += 1
                     self.stats["events"] += len(events)

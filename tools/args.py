@@ -39,6 +39,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+def hostport(text: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` for a server, or ``off``."""
+    if text == "off":
+        return None
+    from gateway.server import parse_hostport
+
+    try:
+        return parse_hostport(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def networks(text: str) -> tuple[Any, ...]:
+    """``CIDR[,CIDR]`` -> IP networks."""
+    from gateway.session import parse_networks
+
+    try:
+        return parse_networks(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def node_id(text: str) -> str:
     if not text or len(text) > 128 or any(ord(c) < 33 for c in text):
         raise argparse.ArgumentTypeError(

@@ -1,11 +1,14 @@
-"""``cuelog controller``: the log, sequencer, publisher, catch-up and liveness."""
+"""``cuelog controller``: the log, sequencer, publisher, catch-up, liveness and UI gateway."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from typing import Any
 
 from eventlog import DEFAULT_SNAPSHOT_EVERY, EventLog
+from gateway.server import DEFAULT_WS, Gateway
+from gateway.session import Policy
 from replicas import DEFAULT_LISTEN, Controller
 from replicas.sequencer import DEFAULT_NODE_TIMEOUT, DEFAULT_TAIL_LIMIT
 from tools import args as types
@@ -56,6 +59,38 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default="FULL",
         help="SQLite durability: FULL survives power loss (default), NORMAL only crashes",
     )
+    ui = parser.add_argument_group(
+        "UI gateway",
+        "WebSocket + OSC for browsers, tablets and upstream's UI (ws://HOST:PORT/realtime), and "
+        "on the same port the status page (/), /state and /cluster (JSON).",
+    )
+    ui.add_argument(
+        "--ws",
+        default=DEFAULT_WS,
+        type=types.hostport,
+        metavar="HOST:PORT",
+        help=f"where UIs connect (default {DEFAULT_WS}; a rig uses 0.0.0.0:9190; "
+        "'off' serves no UIs)",
+    )
+    ui.add_argument(
+        "--allow",
+        type=types.networks,
+        default=(),
+        metavar="CIDR[,CIDR]",
+        help="networks whose UIs may control the show without a passcode (loopback always "
+        "may; upstream's UI cannot send a passcode, so list the show network here)",
+    )
+    ui.add_argument(
+        "--passcode",
+        metavar="X",
+        help="any other UI may take control after sending /connect X (five wrong tries lock "
+        "its address out for 30 s)",
+    )
+    ui.add_argument(
+        "--private",
+        action="store_true",
+        help="UIs without control see nothing either (by default they see the status)",
+    )
     parser.set_defaults(func=run, node_name="controller")
     return parser
 
@@ -71,4 +106,23 @@ def run(args: argparse.Namespace) -> int:
         tail_limit=args.tail_limit,
         synchronous=args.synchronous,
     )
-    return types.run_until_signal(controller.run, controller.stop)
+    if args.ws is None:
+        return types.run_until_signal(controller.run, controller.stop)
+    host, port = args.ws
+    gateway = Gateway(
+        controller,
+        host,
+        port,
+        policy=Policy(allow=args.allow, passcode=args.passcode, private=args.private),
+    )
+
+    async def both() -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(controller.run())
+            tasks.create_task(gateway.run())
+
+    def stop() -> None:
+        gateway.stop()
+        controller.stop()
+
+    return types.run_until_signal(both, stop)
