@@ -48,3 +48,5 @@ def configure(level: str = "info", node: str = "-", stream: object = None) -> No
     )
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # websockets logs every connection and HTTP request at INFO; the gateway says what matters
+    logging.getLogger("websockets").setLevel("DEBUG" if level == "debug" else "WARNING")
