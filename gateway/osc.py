@@ -40,6 +40,8 @@ _BUNDLE: Final = b"#bundle\x00"
 _INT32_MIN: Final = -(2**31)
 _INT32_MAX: Final = 2**31 - 1
 _PREFIX_CACHE: Final = 65_536
+#: type tags python-osc reads (anything else is refused, never skipped)
+_KNOWN_TAGS: Final = frozenset("ifdsbhtcrmTFNI[]")
 
 OscValue = str | int | float | bool | bytes | None
 
@@ -151,6 +153,13 @@ def _message(data: bytes) -> OscMsg:
         raise OscError("not an OSC message (no '/' address) or bundle")
     if len(data) % 4:
         raise OscError(f"OSC message of {len(data)} bytes is not a multiple of 4")
+    try:
+        _, index = osc_types.get_string(data, 0)
+        tags, _ = osc_types.get_string(data, index) if index < len(data) else (",", index)
+    except Exception as exc:
+        raise OscError(f"malformed OSC message: {exc}") from None
+    if not tags.startswith(",") or not set(tags[1:]) <= _KNOWN_TAGS:
+        raise OscError(f"malformed OSC message: unknown type tags {tags!r}")
     try:
         msg = OscMessage(data)
         address = msg.address

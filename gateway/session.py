@@ -7,9 +7,11 @@ messages, committed events and the time, and carries out what it returns: frames
 
 Rules it never breaks:
 
-- A client first gets the state at one seq (one message per address), then
-  ``/engine/status/dump_end <seq> <log_id> <full|changes>``, then every change after that seq
-  in seq order. A delta is never put inside a dump and never lost between dump and stream:
+- A client first gets ``/engine/status/dump_begin <seq> <log_id> <full|changes>``, the state
+  at that seq (one message per address), ``/engine/status/dump_end`` with the same arguments,
+  then every change after that seq in seq order. After a ``full`` dump a client forgets every
+  address the dump did not list; when addresses disappear (a new show is loaded) every client
+  is sent a new full dump in the stream, at that seq. A delta is never put inside a dump and never lost between dump and stream:
   the dump is taken from the view and queued in the same step, on the thread that feeds
   events.
 - Cue progress (2-99) and mixer volumes are coalesced per address and client to one message
@@ -37,7 +39,7 @@ from eventlog import ActionType, Event, Operation, OperationType, ValidationErro
 from eventlog.operation import validate_operation
 from gateway import osc
 from gateway.osc import OscMsg
-from gateway.view import DUMP_END, NODE, SEQ, StatusView, Value
+from gateway.view import DUMP_BEGIN, DUMP_END, NODE, SEQ, StatusView, Value
 
 log = logging.getLogger("cuelog.gateway")
 
@@ -185,6 +187,8 @@ class Session:
         while queue and len(out) < limit:
             item = queue[0]
             if isinstance(item, _Dump):
+                if item.pos == 0:
+                    out.append(osc.encode(DUMP_BEGIN, item.seq, item.log_id, item.kind))
                 end = min(len(item.items), item.pos + limit - len(out))
                 for address, value in item.items[item.pos : end]:
                     out.append(_encode(address, value))
@@ -194,18 +198,14 @@ class Session:
                     out.append(osc.encode(DUMP_END, item.seq, item.log_id, item.kind))
                 continue
             queue.popleft()
-            if isinstance(item, bytes):
-                out.append(item)
-            else:
-                self.queued -= 1
-                out.append(_encode(*item))
+            self.queued -= 1
+            out.append(item if isinstance(item, bytes) else _encode(*item))
         self.sent += len(out)
         return out
 
     def _push(self, item: tuple[str, Value] | bytes) -> None:
         self.queue.append(item)
-        if not isinstance(item, bytes):
-            self.queued += 1
+        self.queued += 1
 
 
 def _encode(address: str, value: Value) -> bytes:
@@ -271,13 +271,25 @@ class GatewayCore:
         items: list[tuple[str, Value]] | None = None
         if since is not None and (log_id is None or log_id == self.log_id):
             items = self.view.since(since)
-        kind = "changes"
+            if items is not None:
+                items.extend(self.extra.items())
         if items is None:
-            items = list(self.view.values.items())
-            kind = "full"
+            self._queue_dump(session, self._full_items(), "full")
+        else:
+            self._queue_dump(session, items, "changes")
+
+    def _full_items(self) -> list[tuple[str, Value]]:
+        items = list(self.view.values.items())
         items.extend(self.extra.items())
+        return items
+
+    def _queue_dump(self, session: Session, items: list[tuple[str, Value]], kind: str) -> None:
+        # `items` may be shared by several sessions: it is only read. Replies already queued
+        # stay (in order, before the dump); deltas go (the dump covers them).
+        kept = [item for item in session.queue if isinstance(item, bytes)]
         session.queue.clear()
-        session.queued = 0
+        session.queue.extend(kept)
+        session.queued = len(kept)
         session.held.clear()
         session.queue.append(_Dump(items, self.view.seq, self.log_id, kind))
         session.synced = self.view.seq
@@ -294,8 +306,18 @@ class GatewayCore:
                 self._reasons[event.seq] = reason
                 while len(self._reasons) > REASON_MEMORY:
                     self._reasons.popitem(last=False)
-            if changes:
+            if self.view.removed_at == event.seq:
+                # addresses disappeared (a new show was loaded): OSC cannot say "gone", so
+                # everyone gets a full dump at this seq and forgets what it does not list
+                items = self._full_items()
+                for session in self.sessions.values():
+                    if session.watching and session.dropped is None:
+                        self._queue_dump(session, items, "full")
+            elif changes:
                 self._fan_out(changes, now)
+        for session in self.sessions.values():
+            if session.queued > MAX_QUEUE and session.dropped is None:
+                self._overflow(session, now)
 
     def set_extra(self, values: dict[str, Value], now: float) -> None:
         """Replace the values that live outside the log (node lag); send what changed."""
@@ -306,6 +328,9 @@ class GatewayCore:
         self.extra.update(changes)
         if changes:
             self._fan_out(changes, now)
+            for session in self.sessions.values():
+                if session.queued > MAX_QUEUE and session.dropped is None:
+                    self._overflow(session, now)
 
     def _fan_out(self, changes: list[tuple[str, Value]], now: float) -> None:
         for session in self.sessions.values():
@@ -323,8 +348,6 @@ class GatewayCore:
                     if address.startswith(_PACED):
                         session.last_sent[address] = now
                 session._push((address, value))
-            if session.queued > MAX_QUEUE:
-                self._overflow(session, now)
 
     def _overflow(self, session: Session, now: float) -> None:
         session.overflows.append(now)
@@ -340,6 +363,8 @@ class GatewayCore:
             MAX_QUEUE,
             extra={"node": "gateway", "seq": self.view.seq},
         )
+        session.queue.clear()
+        session.queued = 0
         self._dump(session, None, None)
 
     def drop(self, session: Session, why: str) -> None:
@@ -407,6 +432,8 @@ class GatewayCore:
         effects: list[Effect] = []
         for msg in messages:
             effects.extend(self.on_message(session, msg, now))
+        if session.queued > MAX_QUEUE:
+            self._overflow(session, now)
         return effects
 
     def on_message(self, session: Session, msg: OscMsg, now: float) -> list[Effect]:

@@ -32,7 +32,8 @@ CUE: Final = STATUS + "cue/"
 CUE_ENABLED: Final = STATUS + "cue_enabled/"
 MIXER: Final = STATUS + "audio/mixer/"
 NODE: Final = STATUS + "node/"
-#: the end-of-dump marker and the periodic head seq (not part of the state)
+#: the dump markers and the periodic head seq (not part of the state)
+DUMP_BEGIN: Final = STATUS + "dump_begin"
 DUMP_END: Final = STATUS + "dump_end"
 SEQ: Final = STATUS + "seq"
 
@@ -86,7 +87,11 @@ def _broadcasts(state: State, out: dict[str, Value]) -> None:
 
 def owned(address: str) -> bool:
     """Whether the log's state owns this address (a broadcast cannot set it)."""
-    return address in _ENGINE or address.startswith(_OWNED_PREFIXES) or address in (DUMP_END, SEQ)
+    return (
+        address in _ENGINE
+        or address.startswith(_OWNED_PREFIXES)
+        or address in (DUMP_BEGIN, DUMP_END, SEQ)
+    )
 
 
 def addresses(state: State) -> dict[str, Value]:
