@@ -11,9 +11,9 @@ Rules it never breaks:
   at that seq (one message per address), ``/engine/status/dump_end`` with the same arguments,
   then every change after that seq in seq order. After a ``full`` dump a client forgets every
   address the dump did not list; when addresses disappear (a new show is loaded) every client
-  is sent a new full dump in the stream, at that seq. A delta is never put inside a dump and never lost between dump and stream:
-  the dump is taken from the view and queued in the same step, on the thread that feeds
-  events.
+  is sent a new full dump in the stream, at that seq. A delta is never put inside a dump and
+  never lost between dump and stream: the dump is taken from the view and queued in the same
+  step, on the thread that feeds events.
 - Cue progress (2-99) and mixer volumes are coalesced per address and client to one message
   per `COALESCE_INTERVAL` (the latest value wins); every other change goes out at once.
 - A client's queue is bounded (`MAX_QUEUE` messages). A client that overflows it loses its
