@@ -6,6 +6,9 @@
   ``sqlite3`` ``executemany`` baseline with the same pragmas and the same rows;
 - fold speed (events/s) of the reducer over in-memory events;
 - time to rebuild the state at random seqs of a 1,000,000-event log using its snapshots.
+
+``cuelog bench replication`` and ``cuelog bench gateway`` are in `tools.bench_replication` and
+`tools.bench_gateway`.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "suite",
         nargs="?",
         default="all",
-        choices=["log", "replication", "all"],
+        choices=["log", "replication", "gateway", "all"],
         help="which benchmark (default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes (seconds, not minutes)")
@@ -254,9 +257,10 @@ def print_log(figures: Figures) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tools.bench_gateway import print_gateway, run_gateway
     from tools.bench_replication import print_replication, run_replication
 
-    suites = ["log", "replication"] if args.suite == "all" else [args.suite]
+    suites = ["log", "replication", "gateway"] if args.suite == "all" else [args.suite]
     figures: Figures = {"quick": args.quick}
     with tempfile.TemporaryDirectory(prefix="cuelog-bench-", dir=args.dir) as tmp:
         scratch = Path(tmp)
@@ -265,6 +269,9 @@ def run(args: argparse.Namespace) -> int:
         if "replication" in suites:
             print("replication: cluster processes, baselines ...", file=sys.stderr)
             figures["replication"] = run_replication(args.quick, scratch)
+        if "gateway" in suites:
+            print("gateway: dump, fan-out, command latency, floor ...", file=sys.stderr)
+            figures["gateway"] = run_gateway(args.quick, scratch)
     if args.json:
         print(dumps(figures).decode())
         return 0
@@ -274,4 +281,8 @@ def run(args: argparse.Namespace) -> int:
         if "log" in figures:
             print()
         print_replication(figures["replication"])
+    if "gateway" in figures:
+        if "log" in figures or "replication" in figures:
+            print()
+        print_gateway(figures["gateway"])
     return 0
