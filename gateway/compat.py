@@ -1013,6 +1013,9 @@ class ControllerCommunications(AsyncCommsThread):
             sock = pynng.Req0(recv_max_size=MAX_JSON_BYTES)
             sock.dial(address, block=False)
             self._requesters[service] = sock
+            log.info(
+                "dialing %s at %s (requests time out when it does not answer)", service, address
+            )
         ctx = sock.new_context()
         try:
             async with asyncio.timeout(wait):
