@@ -181,8 +181,11 @@ class Gateway:
         finally:
             self.ready.clear()
             server.close(close_connections=False)
-            for number in list(self._connections):
-                self._abort(number)
+            # abort, not close: upstream's UI reconnects only after an error. Connections still
+            # in their handshake or serving HTTP are aborted too.
+            for conn in list(server.all_connections):
+                if conn.transport is not None:
+                    conn.transport.abort()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
                     await server.wait_closed()
@@ -328,9 +331,7 @@ class Gateway:
                 await waker.wait()
                 waker.clear()
                 while session.queue and session.dropped is None:
-                    frames = session.take(CHUNK)
-                    for frame in frames:
-                        await conn.send(frame)
+                    await _send_batch(conn, session.take(CHUNK))
                     await asyncio.sleep(0)
                 if session.dropped is not None:
                     self._abort(session.number)
@@ -376,6 +377,18 @@ class Gateway:
         except Exception as exc:
             log.exception("OSC handler for %s failed", effect.msg.address)
             core.answer(effect.session, effect.msg.address, "error", error=str(exc))
+
+
+async def _send_batch(conn: ServerConnection, frames: list[bytes]) -> None:
+    """Send frames as WebSocket messages with one socket write: websockets' protocol frames
+    them, we hand the transport the joined bytes (a write per frame costs a syscall each)."""
+    async with conn.send_context():
+        protocol = conn.protocol
+        for frame in frames:
+            protocol.send_binary(frame)
+        data = b"".join(protocol.data_to_send())
+        if data:
+            conn.transport.write(data)
 
 
 def _response(status: int, body: bytes, content_type: str) -> Response:

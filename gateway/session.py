@@ -45,8 +45,9 @@ log = logging.getLogger("cuelog.gateway")
 
 #: progress and fader updates go to a client at most this often per address (seconds)
 COALESCE_INTERVAL: Final = 0.25
-#: messages one client may have queued before it is resynced
+#: messages, and bytes, one client may have queued before it is resynced
 MAX_QUEUE: Final = 20_000
+MAX_QUEUE_BYTES: Final = 8 * 1024 * 1024
 #: overflows within `OVERFLOW_WINDOW` seconds after which a client is dropped
 MAX_OVERFLOWS: Final = 3
 OVERFLOW_WINDOW: Final = 60.0
@@ -78,6 +79,8 @@ class Policy:
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     passcode: str | None = None
     private: bool = False
+    #: whether loopback clients control without a passcode (tests turn it off)
+    loopback: bool = True
 
     def controls(self, host: str) -> bool:
         try:
@@ -86,7 +89,7 @@ class Policy:
             return False
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
-        if ip.is_loopback:
+        if ip.is_loopback and self.loopback:
             return True
         return any(ip in net for net in self.allow)
 
@@ -144,7 +147,9 @@ class _Dump:
     pos: int = 0
 
 
-_Item = tuple[str, Value] | bytes | _Dump
+#: a delta is (address, its encoded frame); a reply or marker is bare bytes
+_Delta = tuple[str, bytes]
+_Item = _Delta | bytes | _Dump
 
 
 @dataclass(eq=False, slots=True)
@@ -156,8 +161,9 @@ class Session:
     control: bool
     watching: bool
     queue: deque[_Item] = field(default_factory=deque)
-    #: messages in `queue` that are not part of a dump
+    #: messages in `queue` that are not part of a dump, and their bytes
     queued: int = 0
+    queued_bytes: int = 0
     held: dict[str, Value] = field(default_factory=dict)
     last_sent: dict[str, float] = field(default_factory=dict)
     overflows: deque[float] = field(default_factory=deque)
@@ -198,14 +204,28 @@ class Session:
                     out.append(osc.encode(DUMP_END, item.seq, item.log_id, item.kind))
                 continue
             queue.popleft()
+            frame = item if isinstance(item, bytes) else item[1]
             self.queued -= 1
-            out.append(item if isinstance(item, bytes) else _encode(*item))
+            self.queued_bytes -= len(frame)
+            out.append(frame)
         self.sent += len(out)
         return out
 
-    def _push(self, item: tuple[str, Value] | bytes) -> None:
+    def _push(self, item: _Delta | bytes) -> None:
         self.queue.append(item)
         self.queued += 1
+        self.queued_bytes += len(item if isinstance(item, bytes) else item[1])
+
+    def _clear(self, keep_replies: bool) -> None:
+        kept = [i for i in self.queue if isinstance(i, bytes)] if keep_replies else []
+        self.queue.clear()
+        self.queue.extend(kept)
+        self.queued = len(kept)
+        self.queued_bytes = sum(len(i) for i in kept)
+
+    @property
+    def overflowing(self) -> bool:
+        return self.queued > MAX_QUEUE or self.queued_bytes > MAX_QUEUE_BYTES
 
 
 def _encode(address: str, value: Value) -> bytes:
@@ -286,10 +306,7 @@ class GatewayCore:
     def _queue_dump(self, session: Session, items: list[tuple[str, Value]], kind: str) -> None:
         # `items` may be shared by several sessions: it is only read. Replies already queued
         # stay (in order, before the dump); deltas go (the dump covers them).
-        kept = [item for item in session.queue if isinstance(item, bytes)]
-        session.queue.clear()
-        session.queue.extend(kept)
-        session.queued = len(kept)
+        session._clear(keep_replies=True)
         session.held.clear()
         session.queue.append(_Dump(items, self.view.seq, self.log_id, kind))
         session.synced = self.view.seq
@@ -316,7 +333,7 @@ class GatewayCore:
             elif changes:
                 self._fan_out(changes, now)
         for session in self.sessions.values():
-            if session.queued > MAX_QUEUE and session.dropped is None:
+            if session.overflowing and session.dropped is None:
                 self._overflow(session, now)
 
     def set_extra(self, values: dict[str, Value], now: float) -> None:
@@ -329,14 +346,17 @@ class GatewayCore:
         if changes:
             self._fan_out(changes, now)
             for session in self.sessions.values():
-                if session.queued > MAX_QUEUE and session.dropped is None:
+                if session.overflowing and session.dropped is None:
                     self._overflow(session, now)
 
     def _fan_out(self, changes: list[tuple[str, Value]], now: float) -> None:
-        for session in self.sessions.values():
-            if session.dropped is not None or not session.watching:
-                continue
-            for address, value in changes:
+        sessions = [s for s in self.sessions.values() if s.dropped is None and s.watching]
+        if not sessions:
+            return
+        # each change is encoded once, whoever gets it
+        encoded = [(address, value, _encode(address, value)) for address, value in changes]
+        for session in sessions:
+            for address, value, frame in encoded:
                 if _coalesced(address, value):
                     last = session.last_sent.get(address)
                     if last is not None and now - last < COALESCE_INTERVAL:
@@ -347,7 +367,7 @@ class GatewayCore:
                     session.held.pop(address, None)
                     if address.startswith(_PACED):
                         session.last_sent[address] = now
-                session._push((address, value))
+                session._push((address, frame))
 
     def _overflow(self, session: Session, now: float) -> None:
         session.overflows.append(now)
@@ -363,15 +383,13 @@ class GatewayCore:
             MAX_QUEUE,
             extra={"node": "gateway", "seq": self.view.seq},
         )
-        session.queue.clear()
-        session.queued = 0
+        session._clear(keep_replies=False)
         self._dump(session, None, None)
 
     def drop(self, session: Session, why: str) -> None:
         if session.dropped is None:
             session.dropped = why
-            session.queue.clear()
-            session.queued = 0
+            session._clear(keep_replies=False)
             self.stats["drops"] += 1
             log.warning(
                 "dropping %s: %s", session.name, why, extra={"node": "gateway", "seq": self.seq}
@@ -399,7 +417,7 @@ class GatewayCore:
                 if now - session.last_sent.get(a, 0.0) >= COALESCE_INTERVAL - 1e-9
             ]
             for address in ready:
-                session._push((address, session.held.pop(address)))
+                session._push((address, _encode(address, session.held.pop(address))))
                 session.last_sent[address] = now
             if ready:
                 woken.append(session)
@@ -412,7 +430,14 @@ class GatewayCore:
         self._seq_told = self.view.seq
         frame = osc.encode(SEQ, self.view.seq)
         for session in self.sessions.values():
-            if session.watching and session.dropped is None and session.synced is not None:
+            # a session still holding a coalesced value is not told the seq yet: resuming
+            # from it would skip the held change
+            if (
+                session.watching
+                and session.dropped is None
+                and session.synced is not None
+                and not session.held
+            ):
                 session._push(frame)
         return True
 
@@ -432,7 +457,7 @@ class GatewayCore:
         effects: list[Effect] = []
         for msg in messages:
             effects.extend(self.on_message(session, msg, now))
-        if session.queued > MAX_QUEUE:
+        if session.overflowing:
             self._overflow(session, now)
         return effects
 

@@ -15,6 +15,7 @@ int, finite float). No I/O, no clock.
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any, Final
 
 from eventlog import CONTROLLER, NODE_JOINED, NODE_LEFT, Event, OperationType, State, apply
@@ -108,6 +109,14 @@ def addresses(state: State) -> dict[str, Value]:
     for node, info in state.nodes.items():
         out[NODE + node + "/online"] = 1 if info.get("online") else 0
     return out
+
+
+def as_sent(values: dict[str, Value]) -> dict[str, Value]:
+    """`values` as a client reads them back: floats travel as OSC ``f`` (32 bits)."""
+    return {
+        a: struct.unpack(">f", struct.pack(">f", v))[0] if isinstance(v, float) else v
+        for a, v in values.items()
+    }
 
 
 def _one(state: State, address: str) -> Value | None:

@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from eventlog import ActionType, Operation, OperationType, State
 from gateway.server import Gateway
 from gateway.session import Policy
-from gateway.view import DUMP_END, SEQ, addresses
+from gateway.view import DUMP_BEGIN, DUMP_END, SEQ, addresses, as_sent
 from replicas import Controller
 from tests.cluster import wait_for
 
@@ -111,7 +111,14 @@ def osc(address: str, *args: Any) -> bytes:
 
 def expected_view(state_json: dict[str, Any]) -> dict[str, Any]:
     """The address map a client should hold for a ``GET /state`` reply."""
-    return addresses(State.from_dict(state_json["state"]))
+    return as_sent(addresses(State.from_dict(state_json["state"])))
+
+
+def _json_or_text(arg: Any) -> Any:
+    try:
+        return json.loads(arg)
+    except (TypeError, ValueError):
+        return arg
 
 
 class OscClient:
@@ -120,6 +127,8 @@ class OscClient:
     def __init__(self, conn: ClientConnection) -> None:
         self.conn = conn
         self.values: dict[str, Any] = {}
+        #: the dump being received (between dump_begin and dump_end)
+        self.dump: dict[str, Any] | None = None
         self.replies: list[tuple[str, Any]] = []
         self.dump_ends: list[tuple[Any, ...]] = []
         self.received: list[tuple[str, tuple[Any, ...]]] = []
@@ -135,15 +144,24 @@ class OscClient:
         item = (msg.address, tuple(msg.params))
         self.received.append(item)
         address, args = item
-        if address == DUMP_END:
+        if address == DUMP_BEGIN:
+            self.dump = {}
+        elif address == DUMP_END:
             self.dump_ends.append(args)
             self.seq = int(args[0])
+            if self.dump is not None:
+                if args[2] == "full":
+                    self.values = self.dump
+                else:
+                    self.values.update(self.dump)
+            self.dump = None
         elif address == SEQ:
             self.seq = int(args[0])
         elif address.startswith("/reply/"):
-            self.replies.append((address, json.loads(args[0]) if args else None))
-        elif "/lag" not in address or not address.startswith("/engine/status/node/"):
-            self.values[address] = args[0] if len(args) == 1 else args
+            self.replies.append((address, _json_or_text(args[0]) if args else None))
+        elif not (address.startswith("/engine/status/node/") and address.endswith("/lag")):
+            target = self.values if self.dump is None else self.dump
+            target[address] = args[0] if len(args) == 1 else args
         return item
 
     async def until(self, what: str, check: Any, timeout: float = 10.0) -> None:
