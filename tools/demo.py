@@ -1,9 +1,11 @@
 """``cuelog demo``: a whole cluster on loopback playing a short scripted show.
 
-It starts a controller and two simulated node engines as real processes (each with its own
-SQLite file), plays load / GO / cue progress / mixer / stop as the operator, kills one node
-with SIGKILL in the middle of the show and restarts it on its replica file, then checks that
-every node's digest matches the controller's log and prints where to look.
+It starts a controller (with its UI gateway and status page) and two simulated node engines as
+real processes (each with its own SQLite file), plays load / GO / cue progress / mixer / stop
+as the operator (one GO is sent the way a UI sends it: binary OSC over the gateway's
+WebSocket), kills one node with SIGKILL in the middle of the show and restarts it on its
+replica file, then checks that every node's digest matches the controller's log and prints
+where to look.
 """
 
 from __future__ import annotations
@@ -20,8 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from websockets.sync.client import connect
+
 from eventlog import ActionType, CuelogError, EventLog, Operation, OperationType, State, apply
+from gateway import osc
 from replicas.client import ControllerClient, ControllerUnreachable
+from tools import args as types
 from tools.status import render
 
 NODES = ("node-a", "node-b")
@@ -52,6 +58,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="keep the cluster running S seconds after the show (-1: until Ctrl-C)",
     )
     parser.add_argument("--port", type=int, default=0, help="controller port (default: a free one)")
+    parser.add_argument(
+        "--ws",
+        type=types.hostport,
+        default=None,
+        metavar="HOST:PORT",
+        help="where the gateway serves UIs and the status page (default 127.0.0.1:9190, or a "
+        "free port if 9190 is taken)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -73,10 +87,23 @@ def free_port_pair() -> int:
     raise CuelogError("no free pair of loopback ports found")
 
 
+def free_port(preferred: int) -> int:
+    """`preferred` if it is free on loopback, else any free port."""
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise CuelogError("no free loopback port for the gateway")
+
+
 class Cluster:
-    def __init__(self, folder: Path, port: int) -> None:
+    def __init__(self, folder: Path, port: int, ws: tuple[str, int]) -> None:
         self.folder = folder
         self.address = f"tcp://127.0.0.1:{port}"
+        self.ws = ws
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def _spawn(self, name: str, args: list[str]) -> None:
@@ -91,7 +118,13 @@ class Cluster:
 
     def start_controller(self) -> None:
         db = str(self.folder / "controller.db")
-        self._spawn("controller", ["controller", "--db", db, "--listen", self.address])
+        ws = f"{self.ws[0]}:{self.ws[1]}"
+        self._spawn("controller", ["controller", "--db", db, "--listen", self.address, "--ws", ws])
+
+    @property
+    def page(self) -> str:
+        host = self.ws[0] if self.ws[0] not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self.ws[1]}/"
 
     def start_node(self, node: str) -> None:
         db = str(self.folder / f"{node}.db")
@@ -140,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
     for old in folder.iterdir():
         if old.suffix in (".db", ".log") or old.name.endswith((".db-wal", ".db-shm")):
             old.unlink()
-    cluster = Cluster(folder, args.port or free_port_pair())
+    ws = args.ws or ("127.0.0.1", free_port(9190))
+    cluster = Cluster(folder, args.port or free_port_pair(), ws)
     try:
         return play(cluster, folder, args.duration)
     finally:
@@ -150,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
 def play(cluster: Cluster, folder: Path, duration: float) -> int:
     say(f"controller on {cluster.address}, files and logs in {folder}/")
     cluster.start_controller()
+    say(f"status page: {cluster.page}  (UIs: ws://{cluster.page[7:]}realtime)")
     for node in NODES:
         cluster.start_node(node)
     with ControllerClient(cluster.address, timeout=2.0, origin="operator") as client:
@@ -193,8 +228,9 @@ def play(cluster: Cluster, folder: Path, duration: float) -> int:
         cluster.start_node("node-a")
         wait_for("cue-2 played", lambda: cue_status("cue-2") == 100)
         wait_for("node-a back in sync", lambda: _caught_up(status(), "node-a"))
-        say("node-a is back and in sync; GO cue-3 (node-a)")
-        client.submit([command("go")])
+        say("node-a is back and in sync; GO cue-3 (node-a), sent as a UI does: OSC over WebSocket")
+        reply = ui_go(cluster.page.replace("http://", "ws://") + "realtime")
+        say(f"the gateway answered /reply/engine/command/go {reply}")
         wait_for("cue-3 played", lambda: cue_status("cue-3") == 100)
         say("GO cue-4 (node-b), then STOP mid-cue")
         client.submit([command("go")])
@@ -218,6 +254,7 @@ def play(cluster: Cluster, folder: Path, duration: float) -> int:
         print(f"  replay state {db} --at 20      # the show at seq 20")
         print(f"  replay verify {folder / 'node-a.db'}  # a node's replica file is a log too")
         print(f"  cuelog status --controller {cluster.address}   (while it runs)")
+        print(f"  {cluster.page}   the status page (while it runs; {cluster.page}state is JSON)")
         print(f"  logs: {folder}/controller.log, {folder}/node-a.log, {folder}/node-b.log")
         if duration:
             say(
@@ -228,6 +265,21 @@ def play(cluster: Cluster, folder: Path, duration: float) -> int:
             with contextlib.suppress(KeyboardInterrupt):
                 time.sleep(duration if duration > 0 else 1e9)
         return 0 if ok else 1
+
+
+def ui_go(url: str) -> str:
+    """Send ``/engine/command/go`` as binary OSC over the gateway's WebSocket; return the
+    reply's JSON (it comes once the GO is durable in the log)."""
+    with connect(url, open_timeout=5) as ws:
+        ws.send(osc.encode("/engine/command/go"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            frame = ws.recv(timeout=max(0.01, deadline - time.monotonic()))
+            if isinstance(frame, bytes):
+                [msg] = osc.decode(frame)
+                if msg.address == "/reply/engine/command/go":
+                    return str(msg.args[0])
+    raise CuelogError("demo: the gateway did not answer the GO")
 
 
 def refused_commands(db: Path) -> list[tuple[int, str, str]]:

@@ -1,16 +1,19 @@
 """A simulated node engine for demos and tests: it reacts to commands like a real one.
 
 On ``load`` it adds its players and reports ``armed_ready`` (the node owning the first cue
-also reports ``nextcue``); on ``go`` it plays the cue at its pointer if the cue is its own
-(``cue/add``, progress at 4 Hz coalesced to 2 Hz, ``cue/remove``) and then announces the
-next cue; on ``stop`` it stops playing and re-arms. The cue list comes with the load:
-``{"value": "<project>", "cues": [{"id", "node", "seconds"}...], "nodes": [...]}``.
+also reports ``nextcue``); on ``go`` it takes the cue at its pointer (skipping disabled cues),
+and the node that owns it announces the following cue at once, as upstream's engine does,
+then plays it (``cue/add``, progress at 4 Hz coalesced to 2 Hz, ``cue/remove``);
+``setnextcue`` moves the pointer; on ``stop`` it stops playing and re-arms. The first node the
+load names reports the show's ``timecode`` once a second while it runs. The cue list comes
+with the load: ``{"value": "<project>", "cues": [{"id", "node", "seconds"}...], "nodes": [...]}``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from replicas import NodeCommunications
@@ -26,6 +29,9 @@ class SimulatedEngine:
         self.pointer = 0
         self._stop_playing = threading.Event()
         self._lock = threading.Lock()
+        #: when the show started running (monotonic), while this node keeps the timecode
+        self._started: float | None = None
+        self._clock_stop = threading.Event()
 
     def _extra(self) -> dict[str, Any]:
         return {"node": self.node_id, "seq": self.comms.applied_seq}
@@ -37,6 +43,8 @@ class SimulatedEngine:
             self._go()
         elif name == "stop":
             self._stop()
+        elif name == "setnextcue":
+            self._set_next(value)
 
     def _project_cues(self) -> list[dict[str, Any]]:
         cmd = self.comms.state.commands.get("load", {})
@@ -66,17 +74,55 @@ class SimulatedEngine:
                 nextcue = self.comms.state.engine.get("nextcue", "")
                 ids = [c["id"] for c in self.cues]
                 self.pointer = ids.index(nextcue) if nextcue in ids else 0
+            enabled = self.comms.state.cue_enabled
+            while (
+                self.pointer < len(self.cues)
+                and enabled.get(self.cues[self.pointer]["id"]) is False
+            ):
+                self.pointer += 1  # a disabled cue is skipped
             if self.pointer >= len(self.cues):
                 log.info("GO: no cue left", extra=self._extra())
                 return
             cue = self.cues[self.pointer]
             self.pointer += 1
             index = self.pointer
+        self._keep_time()
         if cue.get("node") != self.node_id:
             return
-        self._play(cue, index)
+        self._announce_next(index)
+        self._play(cue)
 
-    def _play(self, cue: dict[str, Any], next_index: int) -> None:
+    def _set_next(self, value: Any) -> None:
+        with self._lock:
+            ids = [c["id"] for c in self.cues]
+            if value not in ids:
+                return
+            self.pointer = ids.index(value)
+            owner = self.cues[self.pointer].get("node")
+        if owner == self.node_id:
+            self._announce_next(self.pointer)
+
+    def _keeps_time(self) -> bool:
+        named = (self.comms.state.commands.get("load", {}).get("data") or {}).get("nodes")
+        return isinstance(named, list) and bool(named) and named[0] == self.node_id
+
+    def _keep_time(self) -> None:
+        """The first node the load names reports the show's timecode once a second."""
+        if self._started is not None or not self._keeps_time():
+            return
+        self._started = time.monotonic()
+        self._clock_stop.clear()
+        threading.Thread(target=self._clock, name="cuelog-timecode", daemon=True).start()
+
+    def _clock(self) -> None:
+        while not self._clock_stop.wait(1.0):
+            started = self._started
+            if started is None or self.comms.state.engine.get("running") != "yes":
+                continue
+            ms = int((time.monotonic() - started) * 1000) // 1000 * 1000
+            self.comms.send_status("timecode", {"value": ms})
+
+    def _play(self, cue: dict[str, Any]) -> None:
         cue_id = cue["id"]
         seconds = float(cue.get("seconds", 2.0))
         self._stop_playing.clear()
@@ -88,11 +134,11 @@ class SimulatedEngine:
                 break
             self.comms.update_cue(cue_id, max(1, min(99, i * 100 // steps)))
         self.comms.remove_cue(cue_id)
-        if not self._stop_playing.is_set():
-            self._announce_next(next_index)
 
     def _stop(self) -> None:
         self._stop_playing.set()
+        self._started = None
+        self._clock_stop.set()
         with self._lock:
             self.pointer = 0
         if self.cues and self.cues[0].get("node") == self.node_id:
