@@ -82,7 +82,8 @@ class ListenError(CuelogError):
 class CallbackRunner:
     """Runs user callbacks for committed events on one thread, in seq order, off the loop."""
 
-    def __init__(self, callbacks: OperationCallbacks, name: str) -> None:
+    def __init__(self, callbacks: Callable[[], OperationCallbacks], name: str) -> None:
+        #: read at every event, so callbacks set after the controller started take effect
         self.callbacks = callbacks
         self._queue: queue.Queue[Event | None] = queue.Queue(maxsize=CALLBACK_QUEUE)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -93,7 +94,7 @@ class CallbackRunner:
         """Queue callbacks; never blocks the controller. A callback that cannot keep up
         loses calls (counted and logged), never the log's events."""
         for event in events:
-            if event.op.type in self.callbacks:
+            if event.op.type in self.callbacks():
                 try:
                     self._queue.put_nowait(event)
                 except queue.Full:
@@ -111,7 +112,9 @@ class CallbackRunner:
             event = self._queue.get()
             if event is None:
                 return
-            callback = self.callbacks[event.op.type]
+            callback = self.callbacks().get(event.op.type)
+            if callback is None:
+                continue
             try:
                 result = callback(NodeOperation.from_operation(event.op))
                 if asyncio.iscoroutine(result):
@@ -194,7 +197,7 @@ class Controller:
         )
         for listener in self.listeners:
             listener.on_open(elog.log_id, elog.state.copy())
-        runner = CallbackRunner(self.callbacks, "cuelog-callbacks") if self.callbacks else None
+        runner = CallbackRunner(lambda: self.callbacks, "cuelog-callbacks")
         rep = pynng.Rep0(recv_max_size=protocol.NNG_MAX_BYTES)
         pub = pynng.Pub0(send_buffer_size=1024)
         contexts: list[Any] = []

@@ -45,7 +45,17 @@ class GatewayThread:
             tasks.create_task(self.gateway.run())
 
     def _run(self) -> None:
-        self.loop.run_until_complete(self._main())
+        loop = self.loop
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            # connections still in their handshake: cancel and finish them, then close
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=5))
+            loop.close()
 
     def start(self) -> GatewayThread:
         self.thread.start()
