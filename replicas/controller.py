@@ -57,6 +57,8 @@ CALLBACK_QUEUE: Final = 100_000
 PARK_TIMEOUT: Final = 0.5
 #: how often (seconds) a node's unknown digest match may be settled by folding the log
 SETTLE_INTERVAL: Final = 1.0
+#: under continuous load the head is digested at least this often (seconds); idle, always
+DIGEST_INTERVAL: Final = 0.25
 
 OperationCallbacks = dict[OperationType, Callable[[NodeOperation], Any]]
 
@@ -158,6 +160,7 @@ class Controller:
         self._queue: list[tuple[Prepared, asyncio.Future[dict[str, Any]]]] = []
         self._wake = asyncio.Event()
         self._last_publish = 0.0
+        self._digested = 0.0
         self._pub: pynng.Pub0 | None = None
         self._settling: set[str] = set()
         self._parked: dict[str, list[Any]] = {}
@@ -443,7 +446,7 @@ class Controller:
                 batch, self._queue = self._queue, []
                 try:
                     committed = await asyncio.to_thread(
-                        core.commit, [prepared for prepared, _ in batch], time.time()
+                        core.commit, [prepared for prepared, _ in batch], time.time(), digest=False
                     )
                 except Exception as exc:
                     self._commit_failed(batch, exc)
@@ -470,6 +473,11 @@ class Controller:
                     await self._publish(dumps(frame))
                 if runner is not None and events:
                     runner.push(events)
+                now = time.monotonic()
+                if events and (not self._queue or now - self._digested >= DIGEST_INTERVAL):
+                    # after the answers went out: a big show's digest costs milliseconds
+                    self._digested = now
+                    await asyncio.to_thread(core.remember_digest)
 
     def _commit_failed(
         self, batch: list[tuple[Prepared, asyncio.Future[dict[str, Any]]]], exc: Exception

@@ -46,6 +46,8 @@ from replicas.protocol import MAX_FRAME_EVENTS, MAX_SUBMIT_OPS, ProtocolError
 
 log = logging.getLogger("cuelog.sequencer")
 
+_digest = digest
+
 RESERVED_TARGETS: Final = frozenset({NODE_JOINED, NODE_LEFT})
 DIGEST_RING: Final = 4096
 #: nodes tracked at once (offline ones are forgotten first)
@@ -143,17 +145,30 @@ class ControllerCore:
         """The last committed seq (read without touching the log, so never blocks)."""
         return self._head
 
-    def _remember(self, seq: int, dig: str, ts: float) -> None:
+    def _remember(self, seq: int, dig: str | None, ts: float) -> None:
         # commits run in a worker thread while the event loop reads the rings: one lock
         with self._ring_lock:
-            self._digests[seq] = dig
-            while len(self._digests) > DIGEST_RING:
-                self._digests.popitem(last=False)
+            if dig is not None:
+                self._store_digest(seq, dig)
             self._commit_seqs.append(seq)
             self._commit_ts.append(ts)
             if len(self._commit_seqs) > 2 * DIGEST_RING:
                 del self._commit_seqs[:DIGEST_RING]
                 del self._commit_ts[:DIGEST_RING]
+
+    def _store_digest(self, seq: int, dig: str) -> None:
+        self._digests[seq] = dig
+        while len(self._digests) > DIGEST_RING:
+            self._digests.popitem(last=False)
+
+    def remember_digest(self) -> None:
+        """Digest the state at the head now (a commit made with ``digest=False``). Call it off
+        the loop, between commits: it reads the writer's state."""
+        head = self.elog.head
+        if self.digest_at(head) is None:
+            dig = digest(self.elog.state)
+            with self._ring_lock:
+                self._store_digest(head, dig)
 
     def digest_at(self, seq: int) -> str | None:
         """The digest after `seq`, if it is a recent commit boundary (else None)."""
@@ -263,8 +278,11 @@ class ControllerCore:
         """Operations the controller makes itself (liveness, the operator's commands)."""
         return Prepared(CONTROLLER, subs, [None] * len(subs))
 
-    def commit(self, batch: Sequence[Prepared], now: float) -> Committed:
-        """Append every prepared op of `batch` in one transaction; make replies and frames."""
+    def commit(self, batch: Sequence[Prepared], now: float, *, digest: bool = True) -> Committed:
+        """Append every prepared op of `batch` in one transaction; make replies and frames.
+
+        With ``digest=False`` the state is not digested here (it costs milliseconds for a big
+        show, on every acknowledgement's path): call `remember_digest` after answering."""
         subs = [sub for prepared in batch for sub in prepared.subs]
         result = self.elog.append_batch(subs, validated=True)
         seqs = iter(result.seqs)
@@ -278,7 +296,8 @@ class ControllerCore:
         frames: list[dict[str, Any]] = []
         if result.events:
             self._head = head
-            self._remember(head, digest(self.elog.state), result.events[-1].ts)
+            dig = _digest(self.elog.state) if digest else None
+            self._remember(head, dig, result.events[-1].ts)
             events = result.events
             for start in range(0, len(events), MAX_FRAME_EVENTS):
                 chunk = events[start : start + MAX_FRAME_EVENTS]

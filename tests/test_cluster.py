@@ -301,14 +301,14 @@ def test_a_failed_group_commit_never_reorders_a_nodes_ops(tmp_path: Path) -> Non
         assert core is not None and n1.wait_synced(10)
         real_commit = core.commit
 
-        def flaky(batch: Any, now: float) -> Any:
+        def flaky(batch: Any, now: float, **options: Any) -> Any:
             mine = [s for p in batch for s in p.subs if s.op_id and s.op_id.origin_seq == 1]
             if mine and not failed:
                 failed.append(1)
                 entered.set()
                 go_on.wait(20)  # hold the commit while more of n1's ops are queued behind it
                 raise sqlite3.OperationalError("disk I/O error")
-            return real_commit(batch, now)
+            return real_commit(batch, now, **options)
 
         core.commit = flaky  # type: ignore[method-assign]
         first = [n1.update_nextcue(f"c{i}") for i in range(1, 1001)]
