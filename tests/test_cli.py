@@ -45,6 +45,11 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         ["controller", "--db", "x.db", "--listen", "tcp://127.0.0.1:99999"],
         ["controller", "--db", "x.db", "--snapshot-every", "0"],
         ["status", "--timeout", "-1"],
+        ["controller", "--db", "x.db", "--ws", "9190"],
+        ["controller", "--db", "x.db", "--ws", "127.0.0.1:70000"],
+        ["controller", "--db", "x.db", "--allow", "10.0.0.0/33"],
+        ["controller", "--db", "x.db", "--allow", ","],
+        ["demo", "--ws", "nowhere"],
         ["frobnicate"],
     ],
 )
@@ -53,6 +58,28 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
         cli.main(argv)
     assert exit_info.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_a_taken_gateway_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(
+            "controller",
+            "--db",
+            str(tmp_path / "c.db"),
+            "--listen",
+            f"ipc://{tmp_path}/c.ipc",
+            "--ws",
+            f"127.0.0.1:{port}",
+        )
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert errors and f"127.0.0.1:{port}" in errors[-1] and "--ws" in errors[-1]
+    assert "Traceback" not in result.stderr
 
 
 def test_a_bad_log_file_is_one_line_and_exit_1(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from eventlog import DEFAULT_SNAPSHOT_EVERY, EventLog
+from eventlog import DEFAULT_SNAPSHOT_EVERY, CuelogError, EventLog
 from gateway.server import DEFAULT_WS, Gateway
 from gateway.session import Policy
 from replicas import DEFAULT_LISTEN, Controller
@@ -117,12 +117,31 @@ def run(args: argparse.Namespace) -> int:
     )
 
     async def both() -> None:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(controller.run())
-            tasks.create_task(gateway.run())
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(controller.run())
+                tasks.create_task(gateway.run())
+        except BaseExceptionGroup as group:  # one clear error, not a group's traceback
+            raise _first(group) from None
 
     def stop() -> None:
         gateway.stop()
         controller.stop()
 
     return types.run_until_signal(both, stop)
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error of a task group, unwrapped (a `CuelogError` when there is one)."""
+    flat: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            pending[:0] = list(exc.exceptions)
+        else:
+            flat.append(exc)
+    for exc in flat:
+        if isinstance(exc, CuelogError):
+            return exc
+    return flat[0] if flat else group
