@@ -33,6 +33,22 @@ class SimulatedEngine:
         self._started: float | None = None
         self._clock_stop = threading.Event()
 
+    def rearm_when_synced(self) -> None:
+        """After a restart: once caught up, report armed again if a show is loaded (a node that
+        left must re-arm before the next GO is accepted; the show may go on from its pointer)."""
+
+        def wait() -> None:
+            if not self.comms.wait_synced(None):
+                return
+            engine = self.comms.state.engine
+            if engine.get("load"):
+                with self._lock:
+                    self.cues = self._project_cues()
+                log.info("restarted with a show loaded: re-arming", extra=self._extra())
+                self.comms.send_status("armed_ready", {"armed": "yes"})
+
+        threading.Thread(target=wait, name="cuelog-rearm", daemon=True).start()
+
     def _extra(self) -> dict[str, Any]:
         return {"node": self.node_id, "seq": self.comms.applied_seq}
 
