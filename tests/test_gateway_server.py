@@ -382,3 +382,36 @@ async def test_passcode_lockout_and_allow_over_real_sockets(tmp_path: Path) -> N
 
 def test_the_reply_is_one_json_string() -> None:
     assert json.loads('{"status": "ok", "seq": 1, "error": null}')["status"] == "ok"
+
+
+def show_of(cues: int) -> list[Operation]:
+    """A load of `cues` cues: 4,096 in the load, the rest in ``show_cues`` events."""
+    ids = [f"cue-{i:05d}" for i in range(cues)]
+    ops = [command("load", "big", cues=ids[:4096])]
+    for start in range(4096, cues, 2000):
+        data = {"cues": ids[start : start + 2000]}
+        ops.append(
+            Operation(OperationType.STATUS, ActionType.UPDATE, CONTROLLER, "show_cues", data)
+        )
+    return ops
+
+
+async def test_dumps_of_a_10000_cue_show_do_not_hold_up_a_live_client(tmp_path: Path) -> None:
+    with gateway_thread(tmp_path / "c.db", ipc_address(tmp_path)) as rig:
+        rig.append(*show_of(10_000))
+        live = await open_client(rig.url)
+        await settled(live, rig)
+        assert sum(a.startswith("/engine/status/cue/") for a in live.values) == 10_000
+        loop = asyncio.get_running_loop()
+        # ten clients join at once and read slowly: ten dumps of 20,000 messages in flight
+        joiners = [await connect(rig.url, max_queue=4) for _ in range(10)]
+        lags = []
+        for i in range(10):
+            sent = loop.time()
+            await asyncio.to_thread(rig.append, broadcast("/engine/status/tick", i))
+            await live.until("the tick", lambda i=i: live.values.get("/engine/status/tick") == i)
+            lags.append(loop.time() - sent)
+        assert max(lags) < 2.0, f"a live client waited {max(lags):.2f} s behind the dumps"
+        for conn in joiners:
+            conn.transport.abort()
+        await live.conn.close()
