@@ -99,6 +99,7 @@ from eventlog import (
     ValidationError,
     validate_operation,
 )
+from gateway import osc
 from gateway.osc import OscMsg
 from gateway.server import Gateway
 from gateway.session import (
@@ -328,8 +329,10 @@ def _osc_scalar(address: str, value: Any) -> Any:
             raise ValueError(f"{address}: {value} does not fit an OSC int (32 bits)")
         return value
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{address}: an OSC float must be finite, got {value!r}")
+        if not osc.fits_float32(value):
+            raise ValueError(
+                f"{address}: an OSC float must be finite and fit 32 bits, got {value!r}"
+            )
         return value
     raise ValueError(
         f"{address}: cannot broadcast a {type(value).__name__} (use str, int, float, bool or None)"
@@ -794,7 +797,7 @@ class ControllerCommunications(AsyncCommsThread):
         # awaited here (not in a task) so this client's messages stay in order and the reply
         # is queued before the gateway wakes the client's writer
         try:
-            seq = (await self.controller.append_local([op]))[0]
+            [(seq, reason)] = await self.controller.append_local_results([op])
         except CuelogError as exc:
             core.answer(session, address, "error", error=str(exc))
             return
@@ -802,7 +805,7 @@ class ControllerCommunications(AsyncCommsThread):
             core.answer(session, address, "error", error=f"not appended: {exc}")
             return
         if command.forward:
-            core.command_done(Submit(session, address, op), seq)
+            core.command_done(Submit(session, address, op), seq, reason)
         else:
             core.answer(session, address, "ok", seq=seq)
 

@@ -41,7 +41,13 @@ _INT32_MIN: Final = -(2**31)
 _INT32_MAX: Final = 2**31 - 1
 _PREFIX_CACHE: Final = 65_536
 #: type tags python-osc reads (anything else is refused, never skipped)
-_KNOWN_TAGS: Final = frozenset("ifdsbhtcrmTFNI[]")
+_KNOWN_TAGS: Final = frozenset("ifdsbhtrmTFN[]")
+#: most arguments one message may carry (python-osc parses them in quadratic time)
+MAX_ARGS: Final = 64
+#: the largest magnitude an OSC ``f`` (32-bit float) holds
+FLOAT32_MAX: Final = 3.4028234663852886e38
+#: addresses longer than this are encoded without the cache (the cache's memory stays small)
+_CACHED_ADDRESS: Final = 256
 
 OscValue = str | int | float | bool | bytes | None
 
@@ -61,15 +67,23 @@ class OscMsg:
 _prefixes: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 
 
-def _prefix(address: str, tags: str) -> bytes:
+def _prefix(address: str, tags: str, cache: bool = True) -> bytes:
     key = (address, tags)
     found = _prefixes.get(key)
     if found is None:
+        if "\x00" in address:
+            raise ValueError(f"an OSC address cannot hold a NUL character: {address!r}")
         found = osc_types.write_string(address) + osc_types.write_string(tags)
-        _prefixes[key] = found
-        if len(_prefixes) > _PREFIX_CACHE:
-            _prefixes.popitem(last=False)
+        if cache and len(address) <= _CACHED_ADDRESS:
+            _prefixes[key] = found
+            if len(_prefixes) > _PREFIX_CACHE:
+                _prefixes.popitem(last=False)
     return found
+
+
+def fits_float32(value: float) -> bool:
+    """Whether an OSC ``f`` can carry `value` (finite, within the 32-bit range)."""
+    return math.isfinite(value) and abs(value) <= FLOAT32_MAX
 
 
 def _tag(value: OscValue) -> tuple[str, bytes]:
@@ -84,18 +98,20 @@ def _tag(value: OscValue) -> tuple[str, bytes]:
             return "i", osc_types.write_int(value)
         return "h", osc_types.write_int64(value)
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"OSC float must be finite, got {value!r}")
+        if not fits_float32(value):
+            raise ValueError(f"an OSC float must be finite and fit 32 bits, got {value!r}")
         return "f", osc_types.write_float(value)
     if isinstance(value, str):
-        return "s", osc_types.write_string(value)
+        # a NUL would end the string early and the rest would be read as more arguments
+        return "s", osc_types.write_string(value.replace("\x00", "\ufffd"))
     if isinstance(value, bytes):
         return "b", osc_types.write_blob(value)
     raise TypeError(f"cannot send a {type(value).__name__} as an OSC argument")
 
 
-def encode(address: str, *values: OscValue) -> bytes:
-    """One OSC message: `address` with `values` as its arguments."""
+def encode(address: str, *values: OscValue, cache: bool = True) -> bytes:
+    """One OSC message: `address` with `values` as its arguments. Raises ValueError for an
+    address or a value OSC cannot carry. ``cache=False`` for addresses a client chose."""
     if not address.startswith("/"):
         raise ValueError(f"OSC address must start with '/': {address!r}")
     tags = [","]
@@ -104,7 +120,7 @@ def encode(address: str, *values: OscValue) -> bytes:
         tag, data = _tag(value)
         tags.append(tag)
         parts.append(data)
-    return _prefix(address, "".join(tags)) + b"".join(parts)
+    return _prefix(address, "".join(tags), cache) + b"".join(parts)
 
 
 def encode_int(address: str, value: int) -> bytes:
@@ -159,7 +175,9 @@ def _message(data: bytes) -> OscMsg:
     except Exception as exc:
         raise OscError(f"malformed OSC message: {exc}") from None
     if not tags.startswith(",") or not set(tags[1:]) <= _KNOWN_TAGS:
-        raise OscError(f"malformed OSC message: unknown type tags {tags!r}")
+        raise OscError(f"malformed OSC message: unknown type tags {tags[:20]!r}")
+    if len(tags) - 1 > MAX_ARGS:
+        raise OscError(f"more than {MAX_ARGS} arguments in one message")
     try:
         msg = OscMessage(data)
         address = msg.address

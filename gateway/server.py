@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import importlib.resources
 import logging
 import time
@@ -47,8 +48,15 @@ CHUNK: Final = 256
 TIMER: Final = 0.05
 #: how often lag and the head seq are told
 SLOW_TICK: Final = 1.0
-#: most concurrent clients; more are refused with HTTP 503
-MAX_CLIENTS: Final = 1000
+#: most concurrent clients; more are refused with HTTP 503 (well under the usual 1024 open
+#: files, so nodes can always connect)
+MAX_CLIENTS: Final = 256
+#: seconds a client has to complete its opening handshake
+OPEN_TIMEOUT: Final = 5.0
+#: a client that cannot take one chunk of frames in this many seconds is dropped
+WRITE_STALL: Final = 20.0
+#: GET /state is served from a copy at most this old (seconds) while the state changes
+STATE_CACHE: Final = 0.1
 #: commands one client may have waiting for their commit
 MAX_IN_FLIGHT: Final = 256
 
@@ -101,6 +109,7 @@ class Gateway:
         self._server: Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._state_cache: tuple[int, float, bytes] | None = None
         controller.listeners.append(self)
 
     # ------------------------------------------------------------------ commit stream
@@ -152,6 +161,7 @@ class Gateway:
                 max_size=MAX_FRAME_BYTES,
                 ping_interval=PING_INTERVAL,
                 ping_timeout=PING_TIMEOUT,
+                open_timeout=OPEN_TIMEOUT,
                 compression=None,
                 server_header="cuelog",
             )
@@ -231,6 +241,12 @@ class Gateway:
             return None
         if path == "/":
             return _response(200, _status_page(), "text/html; charset=utf-8")
+        if path in ("/state", "/cluster") and not self._may_read(conn, request):
+            return _response(
+                403,
+                b"this gateway is private: add ?passcode=... or connect from an allowed network\n",
+                "text/plain",
+            )
         if path == "/state":
             return _response(200, self.state_json(), "application/json")
         if path == "/cluster":
@@ -245,12 +261,28 @@ class Gateway:
             404, b"not found: try /, /state, /cluster or ws://.../realtime\n", "text/plain"
         )
 
+    def _may_read(self, conn: ServerConnection, request: Request) -> bool:
+        """Whether an HTTP client may read the state (always, unless ``--private``)."""
+        policy = self.policy
+        if not policy.private or policy.controls(_host(conn)):
+            return True
+        given = parse_qs(urlsplit(request.path).query).get("passcode", [""])[0]
+        return policy.passcode is not None and hmac.compare_digest(
+            given.encode(), policy.passcode.encode()
+        )
+
     def state_json(self) -> bytes:
+        """``GET /state``: the state at one seq. Cached per seq, and for `STATE_CACHE` seconds
+        while it changes (encoding a big show costs milliseconds on the loop)."""
         core = self.core
         if core is None:
             return b"{}"
         state = core.view.state
-        return orjson.dumps(
+        now = time.monotonic()
+        cached = self._state_cache
+        if cached is not None and (cached[0] == state.seq or now - cached[1] < STATE_CACHE):
+            return cached[2]
+        body = orjson.dumps(
             {
                 "log_id": core.log_id,
                 "seq": state.seq,
@@ -258,6 +290,8 @@ class Gateway:
                 "state": state.to_dict(),
             }
         )
+        self._state_cache = (state.seq, now, body)
+        return body
 
     # ------------------------------------------------------------------ one client
 
@@ -331,7 +365,14 @@ class Gateway:
                 await waker.wait()
                 waker.clear()
                 while session.queue and session.dropped is None:
-                    await _send_batch(conn, session.take(CHUNK))
+                    try:
+                        async with asyncio.timeout(WRITE_STALL):
+                            await _send_batch(conn, session.take(CHUNK))
+                    except TimeoutError:
+                        core = self.core
+                        if core is not None:
+                            core.drop(session, f"took nothing for {WRITE_STALL:g} s")
+                        break
                     await asyncio.sleep(0)
                 if session.dropped is not None:
                     self._abort(session.number)
@@ -343,20 +384,20 @@ class Gateway:
         core = self.core
         assert core is not None
         try:
-            seqs = await self.controller.append_local([effect.op])
+            [(seq, reason)] = await self.controller.append_local_results([effect.op])
         except CuelogError as exc:
             core.command_failed(effect, str(exc))
         except Exception as exc:  # the controller stopping, say
             core.command_failed(effect, f"not appended: {exc}")
         else:
-            core.command_done(effect, seqs[0])
+            core.command_done(effect, seq, reason)
             log.info(
                 "%s: %s %r from %s",
                 effect.reply_to,
                 effect.op.target,
                 (effect.op.data or {}).get("value"),
                 effect.session.name,
-                extra={"node": "gateway", "seq": seqs[0]},
+                extra={"node": "gateway", "seq": seq},
             )
         effect.session.in_flight -= 1
         waker = self._wakers.get(effect.session.number)
@@ -392,7 +433,13 @@ async def _send_batch(conn: ServerConnection, frames: list[bytes]) -> None:
 
 
 def _response(status: int, body: bytes, content_type: str) -> Response:
-    reasons = {200: "OK", 204: "No Content", 404: "Not Found", 503: "Service Unavailable"}
+    reasons = {
+        200: "OK",
+        204: "No Content",
+        403: "Forbidden",
+        404: "Not Found",
+        503: "Service Unavailable",
+    }
     headers = Headers()
     headers["Content-Type"] = content_type
     headers["Content-Length"] = str(len(body))
@@ -409,6 +456,6 @@ def _host(conn: ServerConnection) -> str:
 
 
 def _int(text: str | None) -> int | None:
-    if text is None or not text.isdigit() or len(text) > 19:
+    if text is None or not text.isascii() or not text.isdigit() or len(text) > 18:
         return None
     return int(text)

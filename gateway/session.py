@@ -56,8 +56,9 @@ MAX_BAD_PASSCODES: Final = 5
 LOCKOUT: Final = 30.0
 #: most client addresses whose passcode failures are remembered
 LOCKOUT_MEMORY: Final = 4096
-#: how many recent command outcomes are remembered for replies
-REASON_MEMORY: Final = 4096
+#: at most this many /engine/sync per client in a window of seconds (each may copy the map)
+SYNC_BURST: Final = 4
+SYNC_WINDOW: Final = 2.0
 
 COMMAND_PREFIX: Final = "/engine/command/"
 #: engine commands and the argument shapes they take
@@ -92,6 +93,20 @@ class Policy:
         if ip.is_loopback and self.loopback:
             return True
         return any(ip in net for net in self.allow)
+
+
+def lock_key(host: str) -> str:
+    """Whose passcode failures count together: an IPv4 address, or an IPv6 /64 (one host
+    usually holds a whole /64, so counting single IPv6 addresses would be no lockout)."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -173,6 +188,8 @@ class Session:
     sent: int = 0
     #: commands sent to the log and not answered yet (the shell counts them)
     in_flight: int = 0
+    #: when the client asked for /engine/sync lately
+    syncs: deque[float] = field(default_factory=deque)
 
     @property
     def name(self) -> str:
@@ -197,7 +214,9 @@ class Session:
                     out.append(osc.encode(DUMP_BEGIN, item.seq, item.log_id, item.kind))
                 end = min(len(item.items), item.pos + limit - len(out))
                 for address, value in item.items[item.pos : end]:
-                    out.append(_encode(address, value))
+                    frame = _encode(address, value)
+                    if frame:
+                        out.append(frame)
                 item.pos = end
                 if item.pos >= len(item.items):
                     queue.popleft()
@@ -229,9 +248,15 @@ class Session:
 
 
 def _encode(address: str, value: Value) -> bytes:
-    if type(value) is int:
-        return osc.encode_int(address, value)
-    return osc.encode(address, value)
+    """The frame for one address, or b"" if OSC cannot carry it (logged; never raises: the
+    view only makes sendable values, this is the last guard for a writer)."""
+    try:
+        if type(value) is int:
+            return osc.encode_int(address, value)
+        return osc.encode(address, value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        log.error("cannot send %r on %r: %s", value, address[:200], exc)
+        return b""
 
 
 _PACED: Final = ("/engine/status/cue/", "/engine/status/audio/mixer/")
@@ -258,8 +283,11 @@ class GatewayCore:
         #: values that are not in the log (node lag): address -> value
         self.extra: dict[str, Value] = {}
         self._numbers = 0
-        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
-        self._reasons: OrderedDict[int, str | None] = OrderedDict()
+        #: wrong passcodes per client key (IPv4 address, IPv6 /64), and keys locked until when
+        self._failures: OrderedDict[str, int] = OrderedDict()
+        self._locked: dict[str, float] = {}
+        self._full_cache: tuple[tuple[int, int], list[tuple[str, Value]]] | None = None
+        self._extra_version = 0
         self._seq_told = view.seq
         #: when set, every command from a client is refused with this reason (replay mode)
         self.read_only: str | None = None
@@ -299,9 +327,14 @@ class GatewayCore:
             self._queue_dump(session, items, "changes")
 
     def _full_items(self) -> list[tuple[str, Value]]:
-        items = list(self.view.values.items())
-        items.extend(self.extra.items())
-        return items
+        """Every address now. One list per seq, shared by every dump taken at it (a dump only
+        reads it): clients that connect or resync together cost one copy, not one each."""
+        key = (self.view.seq, self._extra_version)
+        if self._full_cache is None or self._full_cache[0] != key:
+            items = list(self.view.values.items())
+            items.extend(self.extra.items())
+            self._full_cache = (key, items)
+        return self._full_cache[1]
 
     def _queue_dump(self, session: Session, items: list[tuple[str, Value]], kind: str) -> None:
         # `items` may be shared by several sessions: it is only read. Replies already queued
@@ -318,11 +351,7 @@ class GatewayCore:
         for event in events:
             if event.seq <= self.view.seq:
                 continue  # already folded (a replay that restarted, say)
-            reason, changes = self.view.apply(event)
-            if event.op.type is OperationType.COMMAND and event.op.sender.startswith("ui:"):
-                self._reasons[event.seq] = reason
-                while len(self._reasons) > REASON_MEMORY:
-                    self._reasons.popitem(last=False)
+            _, changes = self.view.apply(event)
             if self.view.removed_at == event.seq:
                 # addresses disappeared (a new show was loaded): OSC cannot say "gone", so
                 # everyone gets a full dump at this seq and forgets what it does not list
@@ -343,6 +372,8 @@ class GatewayCore:
         for address in gone:
             del self.extra[address]
         self.extra.update(changes)
+        if changes or gone:
+            self._extra_version += 1
         if changes:
             self._fan_out(changes, now)
             for session in self.sessions.values():
@@ -354,7 +385,7 @@ class GatewayCore:
         if not sessions:
             return
         # each change is encoded once, whoever gets it
-        encoded = [(address, value, _encode(address, value)) for address, value in changes]
+        encoded = [(a, v, f) for a, v in changes if (f := _encode(a, v))]
         for session in sessions:
             for address, value, frame in encoded:
                 if _coalesced(address, value):
@@ -383,8 +414,10 @@ class GatewayCore:
             MAX_QUEUE,
             extra={"node": "gateway", "seq": self.view.seq},
         )
-        session._clear(keep_replies=False)
-        self._dump(session, None, None)
+        # replies stay: every command gets its answer; deltas go, a dump covers them
+        session._clear(keep_replies=True)
+        if session.watching:
+            self._dump(session, None, None)
 
     def drop(self, session: Session, why: str) -> None:
         if session.dropped is None:
@@ -417,7 +450,9 @@ class GatewayCore:
                 if now - session.last_sent.get(a, 0.0) >= COALESCE_INTERVAL - 1e-9
             ]
             for address in ready:
-                session._push((address, _encode(address, session.held.pop(address))))
+                frame = _encode(address, session.held.pop(address))
+                if frame:
+                    session._push((address, frame))
                 session.last_sent[address] = now
             if ready:
                 woken.append(session)
@@ -467,7 +502,7 @@ class GatewayCore:
             self._connect(session, args, now)
             return []
         if address == SYNC:
-            return self._sync(session, args)
+            return self._sync(session, args, now)
         if address.startswith(REPLY_PREFIX + "/"):
             return []  # a client echoing replies: nothing to do
         op_or_error = self.operation(session, address, args)
@@ -521,8 +556,12 @@ class GatewayCore:
         return None
 
     def _connect(self, session: Session, args: tuple[Any, ...], now: float) -> None:
-        peer = session.peer
-        failures, until = self._failures.get(peer, (0, 0.0))
+        key = lock_key(session.peer)
+        for expired in [k for k, until in self._locked.items() if until <= now]:
+            del self._locked[expired]
+        until = self._locked.get(key, 0.0)
+        if until <= now and len(self._locked) >= LOCKOUT_MEMORY:
+            until = now + LOCKOUT  # too many locked addresses to track: fail closed
         if until > now:
             self._push_reply(
                 session, "/reply/connect", "badpass", f"locked for {until - now:.0f} s"
@@ -540,7 +579,7 @@ class GatewayCore:
             and given is not None
             and hmac.compare_digest(given.encode(), passcode.encode())
         ):
-            self._failures.pop(peer, None)
+            self._failures.pop(key, None)
             session.control = True
             was_watching = session.watching
             session.watching = True
@@ -553,29 +592,43 @@ class GatewayCore:
             if not was_watching:
                 self._dump(session, None, None)
             return
-        failures += 1
-        until = now + LOCKOUT if failures >= MAX_BAD_PASSCODES else 0.0
-        self._failures[peer] = (0 if until else failures, until)
-        self._failures.move_to_end(peer)
-        while len(self._failures) > LOCKOUT_MEMORY:
-            self._failures.popitem(last=False)
+        failures = self._failures.pop(key, 0) + 1
+        locked = failures >= MAX_BAD_PASSCODES
+        if locked:
+            self._locked[key] = now + LOCKOUT
+        else:
+            self._failures[key] = failures
+            while len(self._failures) > LOCKOUT_MEMORY:
+                self._failures.popitem(last=False)
         why = "no passcode is set" if passcode is None else "wrong passcode"
         log.warning(
             "refused /connect from %s: %s%s",
             session.name,
             why,
-            f"; locked out for {LOCKOUT:g} s" if until else "",
+            f"; {key} locked out for {LOCKOUT:g} s" if locked else "",
             extra={"node": "gateway", "seq": "-"},
         )
         self._push_reply(session, "/reply/connect", "badpass")
 
-    def _sync(self, session: Session, args: tuple[Any, ...]) -> list[Effect]:
+    def _sync(self, session: Session, args: tuple[Any, ...], now: float) -> list[Effect]:
         if not session.watching:
             self._push_reply(session, SYNC.replace("/engine", "/reply/engine"), _reply("denied"))
             return []
         if not args or isinstance(args[0], bool) or not isinstance(args[0], int) or args[0] < 0:
             self.answer(session, SYNC, "error", error="expects one int: the seq you have")
             return []
+        syncs = session.syncs
+        while syncs and now - syncs[0] >= SYNC_WINDOW:
+            syncs.popleft()
+        if len(syncs) >= SYNC_BURST:
+            self.answer(
+                session,
+                SYNC,
+                "error",
+                error=f"at most {SYNC_BURST} /engine/sync per {SYNC_WINDOW:g} s: wait",
+            )
+            return []
+        syncs.append(now)
         their_log = args[1] if len(args) > 1 and isinstance(args[1], str) else None
         self._dump(session, args[0], their_log)
         return []
@@ -585,13 +638,14 @@ class GatewayCore:
 
     def _push_reply(self, session: Session, address: str, *values: osc.OscValue) -> None:
         if session.dropped is None:
-            session._push(osc.encode(address, *values))
+            # the address is the client's choice: never cached
+            session._push(osc.encode(address, *values, cache=False))
 
     # ------------------------------------------------------------------ command outcomes
 
-    def command_done(self, submit: Submit, seq: int) -> None:
-        """The command's event is durable at `seq` (and was folded): answer the client."""
-        reason = self._reasons.pop(seq, None) if seq in self._reasons else None
+    def command_done(self, submit: Submit, seq: int, reason: str | None) -> None:
+        """The command's event is durable at `seq`; `reason` is why the reducer refused it
+        (None: accepted). Answer the client."""
         if reason is None:
             self.answer(submit.session, submit.reply_to, "ok", seq=seq)
         else:

@@ -14,12 +14,13 @@ int, finite float). No I/O, no clock.
 
 from __future__ import annotations
 
-import math
+import re
 import struct
 from typing import Any, Final
 
 from eventlog import CONTROLLER, NODE_JOINED, NODE_LEFT, Event, OperationType, State, apply
 from eventlog.reducer import SHOW_CUES
+from gateway.osc import fits_float32
 
 Value = str | int | float
 
@@ -43,6 +44,7 @@ BROADCAST_PREFIX: Final = "/"
 #: addresses the reducer owns: a broadcast to one of them never overrides the log's value
 _OWNED_PREFIXES: Final = (CUE, CUE_ENABLED, MIXER, NODE)
 _ENGINE: Final = (RUNNING, ARMED, LOAD, NEXTCUE, TIMECODE)
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _text(value: Any) -> str:
@@ -58,10 +60,30 @@ def _sendable(value: Any) -> Value | None:
     if isinstance(value, int):
         return value if -(2**31) <= value < 2**31 else None
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return value if fits_float32(value) else None
     if isinstance(value, str):
         return value
     return None
+
+
+def _int32(value: Any) -> int:
+    """An int the log holds, as an OSC ``i`` (clamped: a node may report any integer)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return 0
+    return int(max(-(2**31), min(2**31 - 1, value)))
+
+
+def _volume(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    volume = float(value)
+    return volume if fits_float32(volume) else None
+
+
+def _part(name: str) -> bool:
+    """Whether an id from the log can be part of an address (no control characters: a NUL
+    would end the address early and the rest would read as arguments)."""
+    return bool(name) and not _CONTROL.search(name)
 
 
 def _engine(state: State, out: dict[str, Value]) -> None:
@@ -70,15 +92,12 @@ def _engine(state: State, out: dict[str, Value]) -> None:
     out[ARMED] = _text(engine["armed"])
     out[LOAD] = _text(engine["load"])
     out[NEXTCUE] = _text(engine["nextcue"])
-    timecode = engine["timecode"]
-    out[TIMECODE] = (
-        int(timecode) if isinstance(timecode, int | float) and math.isfinite(timecode) else 0
-    )
+    out[TIMECODE] = _int32(engine["timecode"])
 
 
 def _broadcasts(state: State, out: dict[str, Value]) -> None:
     for target, record in state.status.get(CONTROLLER, {}).items():
-        if not target.startswith(BROADCAST_PREFIX) or owned(target):
+        if not target.startswith(BROADCAST_PREFIX) or owned(target) or not _part(target):
             continue
         data = record.get("data")
         value = _sendable(data.get("value") if isinstance(data, dict) else None)
@@ -101,13 +120,18 @@ def addresses(state: State) -> dict[str, Value]:
     _broadcasts(state, out)
     _engine(state, out)
     for cue, info in state.cues.items():
-        out[CUE + cue] = int(info["status"])
+        if _part(cue):
+            out[CUE + cue] = _int32(info["status"])
     for cue, flag in state.cue_enabled.items():
-        out[CUE_ENABLED + cue] = 1 if flag else 0
+        if _part(cue):
+            out[CUE_ENABLED + cue] = 1 if flag else 0
     for key, volume in state.mixer.items():
-        out[MIXER + key + "/volume"] = float(volume)
+        sendable = _volume(volume)
+        if sendable is not None and _part(key):
+            out[MIXER + key + "/volume"] = sendable
     for node, info in state.nodes.items():
-        out[NODE + node + "/online"] = 1 if info.get("online") else 0
+        if _part(node):
+            out[NODE + node + "/online"] = 1 if info.get("online") else 0
     return out
 
 
@@ -121,15 +145,17 @@ def as_sent(values: dict[str, Value]) -> dict[str, Value]:
 
 def _one(state: State, address: str) -> Value | None:
     """The current value of one address (None: the address has no value)."""
+    if not _part(address):
+        return None
     if address.startswith(CUE):
         info = state.cues.get(address[len(CUE) :])
-        return None if info is None else int(info["status"])
+        return None if info is None else _int32(info["status"])
     if address.startswith(CUE_ENABLED):
         flag = state.cue_enabled.get(address[len(CUE_ENABLED) :])
         return None if flag is None else (1 if flag else 0)
     if address.startswith(MIXER):
         volume = state.mixer.get(address[len(MIXER) : -len("/volume")])
-        return None if volume is None else float(volume)
+        return None if volume is None else _volume(volume)
     if address.startswith(NODE):
         node = state.nodes.get(address[len(NODE) : -len("/online")])
         return None if node is None else (1 if node.get("online") else 0)

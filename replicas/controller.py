@@ -425,14 +425,20 @@ class Controller:
         """Append operations made by the controller itself (the operator's commands).
 
         Returns their seqs once they are durable; raises `InputError` if they were refused."""
+        return [seq for seq, _ in await self.append_local_results(ops)]
+
+    async def append_local_results(self, ops: list[Operation]) -> list[tuple[int, str | None]]:
+        """Like `append_local`, with the reducer's verdict on each: ``(seq, reason)``, reason
+        None when it applied the op, else why it was a recorded no-op (a refused GO)."""
         core = self.core
-        assert core is not None
+        if core is None:
+            raise CuelogError("the controller has not opened its log yet")
         reply = await self.enqueue(
             core.internal([Submission(validate_operation(op)) for op in ops])
         )
         if reply.get("k") != "acks":
             raise InputError(reply.get("error", "append failed"))
-        return [r["seq"] for r in reply["results"]]
+        return [(r["seq"], r.get("reason")) for r in reply["results"]]
 
     # ------------------------------------------------------------------ commit & publish
 
@@ -453,6 +459,15 @@ class Controller:
                     continue
                 events = committed.result.events
                 if events:
+                    # the controller's own submitters learn whether the reducer accepted each op
+                    reasons = dict(
+                        zip((e.seq for e in events), committed.result.reasons, strict=True)
+                    )
+                    for (prepared, _), reply in zip(batch, committed.replies, strict=True):
+                        if prepared.node == CONTROLLER:
+                            for result in reply["results"]:
+                                if "seq" in result:
+                                    result["reason"] = reasons.get(result["seq"])
                     for listener in self.listeners:
                         try:
                             listener.on_commit(events, committed.result.reasons)

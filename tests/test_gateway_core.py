@@ -404,7 +404,7 @@ def test_command_outcomes_are_replied_with_the_reducers_reason() -> None:
     drain(session)
     [submit] = submits(core, session, msg("/engine/command/go"))
     core.on_events([cmd(1, "go", sender=session.sender)], 0.0)
-    core.command_done(submit, 1)
+    core.command_done(submit, 1, "go refused: not armed")
     replies = [json.loads(a[0]) for addr, a in drain(session) if addr.startswith("/reply")]
     assert replies == [{"status": "error", "seq": 1, "error": "go refused: not armed"}]
 

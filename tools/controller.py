@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import resource
 from typing import Any
 
 from eventlog import DEFAULT_SNAPSHOT_EVERY, CuelogError, EventLog
@@ -95,7 +97,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def raise_open_files() -> None:
+    """Lift the soft limit of open files to the hard one: every UI, node and log connection is
+    a descriptor, and a flood of half-open connections must not lock the nodes out."""
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else 65536
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(target, 1 << 20), hard))
+
+
 def run(args: argparse.Namespace) -> int:
+    raise_open_files()
     # open once here so a bad file is a one-line error before any socket is bound
     EventLog.open(args.db, synchronous=args.synchronous).close()
     controller = Controller(

@@ -43,11 +43,18 @@ class SimulatedEngine:
             engine = self.comms.state.engine
             if engine.get("load"):
                 with self._lock:
-                    self.cues = self._project_cues()
+                    self._restore()
                 log.info("restarted with a show loaded: re-arming", extra=self._extra())
                 self.comms.send_status("armed_ready", {"armed": "yes"})
 
         threading.Thread(target=wait, name="cuelog-rearm", daemon=True).start()
+
+    def _restore(self) -> None:
+        """The cue list and the pointer, rebuilt from the replica (call with the lock)."""
+        self.cues = self._project_cues()
+        nextcue = self.comms.state.engine.get("nextcue", "")
+        ids = [c["id"] for c in self.cues]
+        self.pointer = ids.index(nextcue) if nextcue in ids else 0
 
     def _extra(self) -> dict[str, Any]:
         return {"node": self.node_id, "seq": self.comms.applied_seq}
@@ -86,10 +93,7 @@ class SimulatedEngine:
     def _go(self) -> None:
         with self._lock:
             if not self.cues:  # restarted mid-show: rebuild the pointer from the replica
-                self.cues = self._project_cues()
-                nextcue = self.comms.state.engine.get("nextcue", "")
-                ids = [c["id"] for c in self.cues]
-                self.pointer = ids.index(nextcue) if nextcue in ids else 0
+                self._restore()
             enabled = self.comms.state.cue_enabled
             while (
                 self.pointer < len(self.cues)
