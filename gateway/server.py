@@ -51,6 +51,8 @@ SLOW_TICK: Final = 1.0
 #: most concurrent clients; more are refused with HTTP 503 (well under the usual 1024 open
 #: files, so nodes can always connect)
 MAX_CLIENTS: Final = 256
+#: frames read from one client between two yields to the loop
+YIELD_EVERY: Final = 32
 #: seconds a client has to complete its opening handshake
 OPEN_TIMEOUT: Final = 5.0
 #: a client that cannot take one chunk of frames in this many seconds is dropped
@@ -322,11 +324,15 @@ class Gateway:
                     await result
         writer = asyncio.create_task(self._writer(conn, session, waker))
         try:
+            handled = 0
             async for message in conn:
+                handled += 1
+                if handled % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a burst of frames must not hold the loop
+                if not core.admit_frame(session, time.monotonic()):
+                    break  # flooding: dropped (the writer aborts the connection)
                 if isinstance(message, str):
                     continue  # text frames are ignored, as upstream does
-                if session.dropped is not None:
-                    break
                 effects = core.on_frame(session, message, time.monotonic())
                 for effect in effects:
                     if isinstance(effect, Submit):

@@ -56,6 +56,9 @@ MAX_BAD_PASSCODES: Final = 5
 LOCKOUT: Final = 30.0
 #: most client addresses whose passcode failures are remembered
 LOCKOUT_MEMORY: Final = 4096
+#: frames per second a client may send on average, and in a burst
+FRAME_RATE: Final = 500.0
+FRAME_BURST: Final = 2000.0
 #: at most this many /engine/sync per client in a window of seconds (each may copy the map)
 SYNC_BURST: Final = 4
 SYNC_WINDOW: Final = 2.0
@@ -190,6 +193,9 @@ class Session:
     in_flight: int = 0
     #: when the client asked for /engine/sync lately
     syncs: deque[float] = field(default_factory=deque)
+    #: the frame-rate token bucket: tokens left and when it was last filled
+    bucket: float = 2000.0
+    bucket_at: float = 0.0
 
     @property
     def name(self) -> str:
@@ -477,6 +483,19 @@ class GatewayCore:
         return True
 
     # ------------------------------------------------------------------ input
+
+    def admit_frame(self, session: Session, now: float) -> bool:
+        """Count one frame (of any kind) against the client's rate; a client over it is
+        dropped (False). A fader drag is ~60 frames/s; a flood is thousands."""
+        if session.dropped is not None:
+            return False
+        elapsed = now - session.bucket_at
+        session.bucket_at = now
+        session.bucket = min(FRAME_BURST, session.bucket + elapsed * FRAME_RATE) - 1.0
+        if session.bucket < 0:
+            self.drop(session, f"flooding (more than {FRAME_RATE:g} frames/s)")
+            return False
+        return True
 
     def on_frame(self, session: Session, frame: bytes, now: float) -> list[Effect]:
         """A binary frame from a client. Returns what the shell must do; replies are queued."""

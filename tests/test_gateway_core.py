@@ -461,3 +461,18 @@ def test_read_only_mode_denies_every_command() -> None:
 
 def test_a_wire_example_is_valid() -> None:
     assert wire("status", "update", "n", "t")["type"] == "status"
+
+
+def test_a_client_flooding_frames_is_dropped_and_a_fader_drag_is_not() -> None:
+    core = core_with()
+    fader = core.connect("127.0.0.1")
+    flood = core.connect("127.0.0.1")
+    now = 100.0
+    for _ in range(600):  # ten seconds of a fader dragged at 60 frames/s
+        now += 1 / 60
+        assert core.admit_frame(fader, now)
+    admitted = 0
+    while core.admit_frame(flood, now) and admitted < 100_000:
+        admitted += 1
+    assert 1000 < admitted < 5000 and flood.dropped and "flooding" in flood.dropped
+    assert fader.dropped is None
