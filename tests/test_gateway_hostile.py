@@ -368,6 +368,31 @@ async def test_a_flood_of_ignored_text_frames_does_not_starve_other_clients(
         assert median < 0.5, f"commands took {times} s during a flood of text frames"
 
 
+async def test_a_flood_of_heavy_bundles_does_not_starve_other_clients(tmp_path: Path) -> None:
+    """The flood limit counts frames (500/s, bursts of 2000) and the reader yields every 32
+    frames, but one 87 KB frame may be a bundle of 256 messages with 64 empty blobs each,
+    ~31 ms to decode. The server gets through ~30 such frames a second, far under the limit,
+    so the sender (no rights needed: decoding comes before any policy) is never dropped, and
+    each 32-frame burst holds the loop ~1 s: other clients' commands take ~0.8 s instead of
+    ~5 ms, for as long as the flood lasts."""
+    with controller_process(tmp_path, tmp_path / "c.db", "--private", "--passcode", "x") as ctl:
+        operator = await _connected(ctl.url)
+        assert max(await _round_trips(operator)) < 1.0
+        stop = threading.Event()
+        attacker = _raw_upgrade(ctl.port)
+        heavy = _raw_osc("/reply/x", "," + "b" * 64, bytes(4 * 64))
+        thread = _flood(attacker, _ws_frame(_bundle(*[heavy] * 256)), stop)
+        try:
+            times = await _round_trips(operator)
+        finally:
+            stop.set()
+            attacker.close()
+            thread.join(10)
+        await operator.conn.close()
+        median = sorted(times)[len(times) // 2]
+        assert median < 0.25, f"commands took {times} s during a flood of heavy bundles"
+
+
 async def test_get_state_requests_do_not_starve_commands(tmp_path: Path) -> None:
     """``GET /state`` folds, digests and serializes the whole state on the event loop for each
     request (~9 ms for 12,288 cues), with no cache even when the seq has not moved, and for
