@@ -19,6 +19,7 @@ import contextlib
 import hmac
 import importlib.resources
 import logging
+import resource
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -51,8 +52,9 @@ SLOW_TICK: Final = 1.0
 #: most concurrent clients; more are refused with HTTP 503 (well under the usual 1024 open
 #: files, so nodes can always connect)
 MAX_CLIENTS: Final = 256
-#: frames read from one client between two yields to the loop
+#: frames read from one client between two yields to the loop (and after any bigger frame)
 YIELD_EVERY: Final = 32
+YIELD_SIZE: Final = 4096
 #: seconds a client has to complete its opening handshake
 OPEN_TIMEOUT: Final = 5.0
 #: a client that cannot take one chunk of frames in this many seconds is dropped
@@ -78,6 +80,16 @@ def parse_hostport(text: str) -> tuple[str, int]:
     if not 0 <= number <= 65535:
         raise ValueError(f"{text!r}: the port must be 0..65535")
     return host.strip("[]"), number
+
+
+def raise_open_files() -> None:
+    """Lift this process's soft limit of open files to the hard one: every UI, node and
+    handshake is a descriptor, and a flood of half-open connections must not lock nodes out."""
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else 65536
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(target, 1 << 20), hard))
 
 
 def _status_page() -> bytes:
@@ -153,6 +165,7 @@ class Gateway:
     async def run(self) -> None:
         """Serve until cancelled. Waits for the controller to open its log first."""
         self._task = asyncio.current_task()
+        raise_open_files()
         await self.controller.ready.wait()
         try:
             server = await serve(
@@ -327,9 +340,10 @@ class Gateway:
             handled = 0
             async for message in conn:
                 handled += 1
-                if handled % YIELD_EVERY == 0:
+                size = len(message)
+                if handled % YIELD_EVERY == 0 or size > YIELD_SIZE:
                     await asyncio.sleep(0)  # a burst of frames must not hold the loop
-                if not core.admit_frame(session, time.monotonic()):
+                if not core.admit_frame(session, time.monotonic(), size):
                     break  # flooding: dropped (the writer aborts the connection)
                 if isinstance(message, str):
                     continue  # text frames are ignored, as upstream does

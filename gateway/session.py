@@ -56,9 +56,11 @@ MAX_BAD_PASSCODES: Final = 5
 LOCKOUT: Final = 30.0
 #: most client addresses whose passcode failures are remembered
 LOCKOUT_MEMORY: Final = 4096
-#: frames per second a client may send on average, and in a burst
+#: tokens per second a client may spend on average, and in a burst (a frame costs one token
+#: plus one per `BYTES_PER_TOKEN` bytes: the largest frame, 1 MiB, fits in a burst)
 FRAME_RATE: Final = 500.0
-FRAME_BURST: Final = 2000.0
+FRAME_BURST: Final = 6000.0
+BYTES_PER_TOKEN: Final = 256
 #: at most this many /engine/sync per client in a window of seconds (each may copy the map)
 SYNC_BURST: Final = 4
 SYNC_WINDOW: Final = 2.0
@@ -194,7 +196,7 @@ class Session:
     #: when the client asked for /engine/sync lately
     syncs: deque[float] = field(default_factory=deque)
     #: the frame-rate token bucket: tokens left and when it was last filled
-    bucket: float = 2000.0
+    bucket: float = 6000.0
     bucket_at: float = 0.0
 
     @property
@@ -484,14 +486,16 @@ class GatewayCore:
 
     # ------------------------------------------------------------------ input
 
-    def admit_frame(self, session: Session, now: float) -> bool:
-        """Count one frame (of any kind) against the client's rate; a client over it is
-        dropped (False). A fader drag is ~60 frames/s; a flood is thousands."""
+    def admit_frame(self, session: Session, now: float, size: int = 0) -> bool:
+        """Count one frame (of any kind, `size` bytes) against the client's rate: a frame
+        costs one token plus one per `BYTES_PER_TOKEN` (decoding cost grows with the bytes).
+        A client over its rate is dropped (False). A fader drag is ~60 small frames/s."""
         if session.dropped is not None:
             return False
         elapsed = now - session.bucket_at
         session.bucket_at = now
-        session.bucket = min(FRAME_BURST, session.bucket + elapsed * FRAME_RATE) - 1.0
+        cost = 1.0 + size / BYTES_PER_TOKEN
+        session.bucket = min(FRAME_BURST, session.bucket + elapsed * FRAME_RATE) - cost
         if session.bucket < 0:
             self.drop(session, f"flooding (more than {FRAME_RATE:g} frames/s)")
             return False

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import resource
 from typing import Any
 
 from eventlog import DEFAULT_SNAPSHOT_EVERY, CuelogError, EventLog
-from gateway.server import DEFAULT_WS, Gateway
+from gateway.server import DEFAULT_WS, Gateway, raise_open_files
 from gateway.session import Policy
 from replicas import DEFAULT_LISTEN, Controller
 from replicas.sequencer import DEFAULT_NODE_TIMEOUT, DEFAULT_TAIL_LIMIT
@@ -95,16 +93,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.set_defaults(func=run, node_name="controller")
     return parser
-
-
-def raise_open_files() -> None:
-    """Lift the soft limit of open files to the hard one: every UI, node and log connection is
-    a descriptor, and a flood of half-open connections must not lock the nodes out."""
-    with contextlib.suppress(ValueError, OSError):
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        target = hard if hard != resource.RLIM_INFINITY else 65536
-        if soft != resource.RLIM_INFINITY and soft < target:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (min(target, 1 << 20), hard))
 
 
 def run(args: argparse.Namespace) -> int:
