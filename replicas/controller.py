@@ -458,6 +458,9 @@ class Controller:
                     self._commit_failed(batch, exc)
                     continue
                 events = committed.result.events
+                # nodes first: a GO's way to the nodes is the show's critical path
+                for frame in committed.frames:
+                    await self._publish(dumps(frame))
                 if events:
                     # the controller's own submitters learn whether the reducer accepted each op
                     reasons = dict(
@@ -484,8 +487,6 @@ class Controller:
                         len(events),
                         extra={"node": "controller", "seq": events[-1].seq},
                     )
-                for frame in committed.frames:
-                    await self._publish(dumps(frame))
                 if runner is not None and events:
                     runner.push(events)
                 now = time.monotonic()
