@@ -44,7 +44,13 @@ from replicas import protocol
 from replicas.compat import NodeOperation
 from replicas.nngio import guarded
 from replicas.protocol import ProtocolError
-from replicas.sequencer import DEFAULT_NODE_TIMEOUT, DEFAULT_TAIL_LIMIT, ControllerCore, Prepared
+from replicas.sequencer import (
+    DEFAULT_NODE_TIMEOUT,
+    DEFAULT_TAIL_LIMIT,
+    STALL,
+    ControllerCore,
+    Prepared,
+)
 
 log = logging.getLogger("cuelog.controller")
 
@@ -55,6 +61,8 @@ WORKERS: Final = 16
 CALLBACK_QUEUE: Final = 100_000
 #: how long a submit that overtook its predecessor waits for it (seconds)
 PARK_TIMEOUT: Final = 0.5
+#: how often liveness is checked (seconds)
+LIVENESS_TICK: Final = 0.25
 #: how often (seconds) a node's unknown digest match may be settled by folding the log
 SETTLE_INTERVAL: Final = 1.0
 #: under continuous load the head is digested at least this often (seconds); idle, always
@@ -568,9 +576,15 @@ class Controller:
     async def _liveness(self) -> None:
         core = self.core
         assert core is not None
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(0.25)
-            ops = core.tick(time.monotonic())
+            await asyncio.sleep(LIVENESS_TICK)
+            now = time.monotonic()
+            late = now - last - LIVENESS_TICK
+            last = now
+            if late > STALL:  # this process (or its host) was stopped: not the nodes' fault
+                core.stalled(late, now)
+            ops = core.tick(now)
             if ops:
                 self._enqueue_nowait(core.internal(ops))
 

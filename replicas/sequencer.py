@@ -55,6 +55,8 @@ MAX_NODES: Final = 1024
 #: origins whose admitted high-water mark is kept in memory (older ones are re-read)
 ORIGIN_MEMORY: Final = 4096
 DEFAULT_NODE_TIMEOUT: Final = 3.0
+#: a liveness tick this much later than due means the controller itself stalled (seconds)
+STALL: Final = 1.0
 #: a fetch further behind than this (in events) gets the newest snapshot instead of the tail
 DEFAULT_TAIL_LIMIT: Final = 20_000
 
@@ -478,6 +480,20 @@ class ControllerCore:
                     extra={"node": info.node, "seq": info.applied},
                 )
         return ops
+
+    def stalled(self, gap: float, now: float) -> None:
+        """The controller itself did not run for `gap` seconds (stopped, or its host was; the
+        shell measures it on its own monotonic clock). Liveness judges a node only on time the
+        controller was running: every node's silence is forgiven the gap. Logged once; nothing
+        is appended and nothing is disarmed."""
+        log.warning(
+            "the controller did not run for %.1f s (stopped, or its host was): not counted "
+            "against the nodes",
+            gap,
+            extra={"node": CONTROLLER, "seq": self.head},
+        )
+        for info in self.nodes.values():
+            info.last_seen = min(info.last_seen + gap, now)
 
     def state_reply(self) -> dict[str, Any]:
         """The whole current state at one seq (takes the log's lock: call off the event loop)."""

@@ -218,3 +218,34 @@ def test_sigstopped_node_does_not_slow_the_others_and_catches_up(rig: Rig) -> No
     # the freeze ended (4 s); a blocked controller would show multi-second latencies
     assert max(latencies) < 2.0, f"max latency {max(latencies):.3f} s while a peer was frozen"
     rig.check_log()
+
+
+def test_a_frozen_controller_disarms_nothing_and_blames_no_node(rig: Rig) -> None:
+    """SIGSTOP of the controller for longer than the node timeout, during an armed show."""
+    ctl = rig.controller()
+    rig.node("a")
+    rig.node("b")
+    with ControllerClient(rig.address, timeout=5) as client:
+        wait_for("nodes online", lambda: converged(rig.address, ["a", "b"]))
+        load = {"value": "show", "address": "/engine/command/load", "nodes": ["a", "b"]}
+        client.submit([Operation(OperationType.COMMAND, ActionType.UPDATE, "op", "load", load)])
+        for node in ("a", "b"):
+            armed = Operation(
+                OperationType.STATUS, ActionType.UPDATE, node, "armed_ready", {"armed": "yes"}
+            )
+            client.submit([armed], node="driver")
+        wait_for("armed", lambda: client.state()["state"]["engine"]["armed"] == "yes")
+        head = client.state()["seq"]
+        ctl.signal(signal.SIGSTOP)
+        frozen_until = time.monotonic() + 5.0  # more than twice the 2 s node timeout
+        while time.monotonic() < frozen_until:  # the fault itself: the controller is frozen
+            time.sleep(0.1)
+        ctl.signal(signal.SIGCONT)
+        wait_for("the stall logged", lambda: "did not run for" in ctl.log_text(), 10)
+        rig.traffic(20, client)  # the show goes on; liveness has run many ticks since
+        wait_for("converged", lambda: converged(rig.address, ["a", "b"]), 10)
+        state = client.state()["state"]
+        assert state["engine"]["armed"] == "yes", "a stall of the controller disarmed the show"
+    with EventLog.open(rig.folder / "ctl.db", readonly=True) as elog:
+        left = [e for e in elog.iter_events() if e.seq > head and e.op.target == "node_left"]
+    assert left == [], f"nodes blamed for the controller's stall: {left}"

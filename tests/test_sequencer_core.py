@@ -101,3 +101,15 @@ def test_order_marks_come_from_the_log_when_not_in_memory(tmp_path: Any) -> None
         assert core.in_order("a/x", 10, head=False)
         core.forget_origins({"a/x"})
         assert not core.in_order("a/x", 10, head=False), "re-read from the log after a failure"
+
+
+def test_a_stall_of_the_controller_is_not_counted_against_the_nodes() -> None:
+    elog = EventLog.open(":memory:")
+    core = ControllerCore(elog, mono=0.0)
+    _, ops = core.beat(beat(core, "a"), 0.0, 0.0)
+    core.commit([core.internal(ops)], 0.0)
+    core.beat(beat(core, "a"), 1.0, 1.0)
+    # the controller is SIGSTOPped at 1.2 s for 10 s; its liveness loop wakes 10 s late
+    core.stalled(10.0, 11.2)
+    assert core.tick(11.2) == [], "the node was never silent while the controller ran"
+    assert [s.op.target for s in core.tick(14.1)] == ["node_left"], "real silence still counts"
