@@ -38,6 +38,33 @@ _WORST_EXPANSION: Final = 6
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+#: longest node id: with the per-process suffix of its op-id origin (``/`` + 12 hex digits)
+#: it stays well inside `MAX_ORIGIN_LEN`
+MAX_NODE_ID_LEN: Final = 64
+_NODE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+#: ids no node may take: the controller's own sender
+RESERVED_NODE_IDS: Final = frozenset({"controller"})
+
+
+def check_node_id(value: Any) -> str:
+    """The one rule for node ids, used by the CLI, the library and the wire protocol: 1-64
+    characters, letters, digits and ``. _ : -``, starting with a letter or digit (so an id is
+    always a valid op-id origin, an OSC address part and a file name), and not
+    ``controller``. Raises `ValidationError` saying what is wrong."""
+    if not isinstance(value, str):
+        raise ValidationError("node", "not-a-string", f"a node id is a string, got {_kind(value)}")
+    if not 1 <= len(value) <= MAX_NODE_ID_LEN or not _NODE_ID.fullmatch(value):
+        raise ValidationError(
+            "node",
+            "bad-node-id",
+            f"{value[:80]!r}: a node id is 1-{MAX_NODE_ID_LEN} letters, digits, '.', '_', ':' "
+            "or '-', starting with a letter or digit",
+        )
+    if value in RESERVED_NODE_IDS:
+        raise ValidationError("node", "reserved", f"{value!r} is reserved for the controller")
+    return value
+
+
 class OperationType(Enum):
     """The kind of thing an operation is about (upstream names and values)."""
 

@@ -22,7 +22,15 @@ from typing import Any, Final
 
 import orjson
 
-from eventlog import DecodeError, Event, InputError, event_from_dict, loads
+from eventlog import (
+    DecodeError,
+    Event,
+    InputError,
+    ValidationError,
+    check_node_id,
+    event_from_dict,
+    loads,
+)
 
 #: Largest request the controller reads (bytes); larger ones get an error reply.
 MAX_REQUEST_BYTES: Final = 4 * 1024 * 1024
@@ -107,10 +115,12 @@ def field(
 
 
 def node_id(msg: Mapping[str, Any]) -> str:
+    """The request's ``node``, checked by the one node-id rule (`eventlog.check_node_id`)."""
     value: str = field(msg, "node", str)
-    if not value or len(value) > 128 or any(ord(c) < 32 for c in value):
-        raise ProtocolError("'node' must be a non-empty printable id of at most 128 characters")
-    return value
+    try:
+        return check_node_id(value)
+    except ValidationError as exc:
+        raise ProtocolError(f"'node': {exc.detail}") from None
 
 
 def error(text: str, rule: str = "bad-request", **extra: Any) -> dict[str, Any]:

@@ -42,6 +42,9 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     [
         ["node", "--id", "a", "--controller", "http://nope"],
         ["node", "--id", "has space", "--controller", "tcp://127.0.0.1:7"],
+        ["node", "--id", "n" * 116, "--controller", "tcp://127.0.0.1:7"],
+        ["node", "--id", "~reserved", "--controller", "tcp://127.0.0.1:7"],
+        ["node", "--id", "controller", "--controller", "tcp://127.0.0.1:7"],
         ["controller", "--db", "x.db", "--listen", "tcp://127.0.0.1:99999"],
         ["controller", "--db", "x.db", "--snapshot-every", "0"],
         ["status", "--timeout", "-1"],

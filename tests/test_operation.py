@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from eventlog import (
     MAX_DATA_BYTES,
@@ -622,3 +623,26 @@ def test_generated_operations_validate_and_round_trip(raw: Wire) -> None:
     op = validate_operation(raw)
     assert op.to_wire() == raw
     assert validate_operation(op.to_wire()) == op
+
+
+@given(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", fullmatch=True))
+def test_every_accepted_node_id_can_send_operations(node: str) -> None:
+    """One rule for ids: whatever the CLI and the protocol accept makes a valid op-id origin
+    (the id plus a per-process suffix) and a valid sender."""
+    from eventlog import check_node_id
+
+    if node == "controller":
+        return
+    assert check_node_id(node) == node
+    origin = f"{node}/{'f' * 12}"
+    assert validate_op_id([origin, 1]).origin == origin
+    validate_operation(wire("status", "update", node, "pong", {}))
+
+
+@pytest.mark.parametrize("node", ["", "n" * 65, "~x", "a b", "a/b", "é", "controller", "-x"])
+def test_node_ids_outside_the_rule_are_refused_with_the_rule(node: str) -> None:
+    from eventlog import check_node_id
+
+    with pytest.raises(ValidationError) as info:
+        check_node_id(node)
+    assert info.value.field == "node"

@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from eventlog import ValidationError, check_node_id
 from replicas import protocol
 
 
@@ -62,11 +63,10 @@ def networks(text: str) -> tuple[Any, ...]:
 
 
 def node_id(text: str) -> str:
-    if not text or len(text) > 128 or any(ord(c) < 33 for c in text):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: a node id is 1-128 printable characters without spaces"
-        )
-    return text
+    try:
+        return check_node_id(text)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.detail) from None
 
 
 def run_until_signal(
