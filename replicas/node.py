@@ -34,6 +34,7 @@ from eventlog import (
     Operation,
     OperationType,
     State,
+    check_node_id,
     dumps,
     validate_operation,
 )
@@ -208,7 +209,11 @@ class CommandDispatcher:
             self.fired += 1
             log.info("firing command %s = %r", name, value, extra=extra)
             # a pooled thread: starting a new one per command costs ~0.5 ms on the GO path
-            self._pool.submit(self._call, callback, name, value, address, extra, finished)
+            try:
+                self._pool.submit(self._call, callback, name, value, address, extra, finished)
+            except RuntimeError:  # the interpreter is exiting (or the node stopped)
+                log.warning("command %s not fired: shutting down", name, extra=extra)
+                return
             if not finished.wait(self.grace):
                 log.info(
                     "command %s still running after %.2f s; the next command may start",
@@ -253,7 +258,7 @@ class NodeReplica:
     ) -> None:
         protocol.check_address(controller)
         self.submit_depth = max(1, submit_depth)
-        self.node_id = node_id
+        self.node_id = check_node_id(node_id)  # one rule for ids: raises ValidationError
         self.controller = controller
         self.db = None if db is None else str(db)
         self.beat_interval = beat_interval
