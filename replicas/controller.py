@@ -222,6 +222,16 @@ class Controller:
                     "controller running there? pick another --listen)"
                 ) from None
             self._pub = pub
+            loop = asyncio.get_running_loop()
+            core = self.core
+
+            def closed(pipe: Any) -> None:  # on an NNG thread
+                pipe_id = _pipe_id(pipe)
+                if pipe_id is not None:
+                    with contextlib.suppress(RuntimeError):  # the loop is closing
+                        loop.call_soon_threadsafe(core.pipe_closed, pipe_id)
+
+            rep.add_post_pipe_remove_cb(closed)
             log.info(
                 "controller serving log %s at seq %d on %s (events on %s), file %s",
                 elog.log_id,
@@ -298,7 +308,7 @@ class Controller:
             if kind == "fetch":
                 return await asyncio.to_thread(core.fetch, msg, now)
             if kind == "beat":
-                reply, ops = core.beat(msg, now, time.monotonic())
+                reply, ops = core.beat(msg, now, time.monotonic(), _pipe_id(pipe))
                 if ops:
                     self._enqueue_nowait(core.internal(ops))
                 node = protocol.node_id(msg)
@@ -317,7 +327,7 @@ class Controller:
                     asyncio.get_running_loop().create_task(self._settle(node))
                 return reply
             if kind == "hello":
-                return core.hello(msg, now)
+                return core.hello(msg, now, time.monotonic(), _pipe_id(pipe))
             if kind == "status":
                 return core.status(now, time.monotonic())
             if kind == "state":
@@ -597,6 +607,12 @@ def close_all(contexts: list[Any], *sockets: Any) -> None:
     contexts.clear()
     for sock in sockets:
         sock.close()
+
+
+def _pipe_id(pipe: Any) -> int | None:
+    with contextlib.suppress(Exception):
+        return int(pipe.id)
+    return None
 
 
 def _peer(pipe: Any) -> str:

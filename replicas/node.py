@@ -278,6 +278,8 @@ class NodeReplica:
         self._coalesce_lock = threading.Lock()
         self._last_sent: dict[str, float] = {}
         self._reachable = False
+        #: said once: another live process holds this node id
+        self._id_refused = False
         self.started = threading.Event()
         self.synced = threading.Event()
         #: called on the node's loop with each batch of applied events (set before `run`)
@@ -381,7 +383,12 @@ class NodeReplica:
 
         self.outbox.wake = wake_up
         store = await asyncio.to_thread(self._open_store)
-        self.core = ReplicaCore(self.node_id, store, max_command_age=self.max_command_age)
+        self.core = ReplicaCore(
+            self.node_id,
+            store,
+            max_command_age=self.max_command_age,
+            instance=self.outbox.origin,
+        )
         self.core.on_applied = self.on_applied
         events_addr = protocol.events_address(self.controller)
         req = pynng.Req0(
@@ -489,6 +496,15 @@ class NodeReplica:
         while True:
             if core.need_hello:
                 reply = await self._request(ctx, core.hello())
+                if reply is not None and reply.get("rule") == "id-in-use":
+                    if not self._id_refused:
+                        self._id_refused = True
+                        log.error(
+                            "%s; waiting until it is gone", reply.get("error"), extra=self._extra()
+                        )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
                 if reply is None or reply.get("k") != "welcome":
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
@@ -574,7 +590,10 @@ class NodeReplica:
         while True:
             if core.controller_log is not None:
                 reply = await self._request(ctx, core.beat())
-                if reply is None or reply.get("k") != "ok":
+                if reply is not None and reply.get("rule") == "id-in-use":
+                    core.need_hello = True  # another process holds the id now: wait in hello
+                    self._fetch_wake.set()
+                elif reply is None or reply.get("k") != "ok":
                     failures += 1
                     if failures == 2:
                         core.need_hello = True

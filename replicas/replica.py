@@ -90,8 +90,11 @@ class ReplicaCore:
         max_pending: int = DEFAULT_MAX_PENDING,
         fetch_limit: int = MAX_FRAME_EVENTS,
         max_command_age: float = DEFAULT_MAX_COMMAND_AGE,
+        instance: str = "",
     ) -> None:
         self.node_id = node_id
+        #: this process's claim on the id (its op-id origin): one live process per id
+        self.instance = instance
         self.store = store
         self.max_pending = max_pending
         self.fetch_limit = fetch_limit
@@ -148,6 +151,7 @@ class ReplicaCore:
         return {
             "k": "hello",
             "node": self.node_id,
+            "inst": self.instance,
             "log": self.store.log_id or None,
             "after": self.applied,
         }
@@ -156,6 +160,7 @@ class ReplicaCore:
         return {
             "k": "beat",
             "node": self.node_id,
+            "inst": self.instance,
             "log": self.store.log_id or None,
             "applied": self.applied,
             "digest": self.digest(),

@@ -96,6 +96,11 @@ class NodeInfo:
     same_log: bool = True
     beats: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the process that holds this id (its op-id origin), and the connection it uses
+    instance: str = ""
+    pipe: int | None = None
+    #: another live process claimed this id and was refused (shown by status)
+    conflict: str = ""
 
 
 def _node_op(target: str, node: str) -> Submission:
@@ -316,8 +321,13 @@ class ControllerCore:
 
     # ---------------------------------------------------------------- catch-up
 
-    def hello(self, msg: dict[str, Any], now: float) -> dict[str, Any]:
+    def hello(
+        self, msg: dict[str, Any], now: float, mono: float | None = None, pipe: int | None = None
+    ) -> dict[str, Any]:
         node = protocol.node_id(msg)
+        refused = self.claim(node, msg, now if mono is None else mono, pipe)
+        if refused is not None:
+            return refused
         their_log = protocol.field(msg, "log", str, optional=True)
         after = protocol.field(msg, "after", int, optional=True) or 0
         head = self.head
@@ -398,7 +408,7 @@ class ControllerCore:
     # ---------------------------------------------------------------- liveness
 
     def beat(
-        self, msg: dict[str, Any], now: float, mono: float | None = None
+        self, msg: dict[str, Any], now: float, mono: float | None = None, pipe: int | None = None
     ) -> tuple[dict[str, Any], list[Submission]]:
         """A node's heartbeat. Returns the reply and any ``node_joined`` op to append.
 
@@ -409,6 +419,9 @@ class ControllerCore:
         applied: int = protocol.field(msg, "applied", int)
         dig: str = protocol.field(msg, "digest", str)
         their_log = protocol.field(msg, "log", str, optional=True)
+        refused = self.claim(node, msg, seen, pipe)
+        if refused is not None:
+            return refused, []
         info = self.nodes.get(node)
         ops: list[Submission] = []
         if info is None or not info.online:
@@ -429,6 +442,7 @@ class ControllerCore:
             )
         info.last_seen = seen
         info.beats += 1
+        self._hold(info, msg, pipe)
         same_log = their_log == self.log_id
         if same_log and (applied != info.applied or dig != info.digest):
             info.applied = applied
@@ -481,6 +495,62 @@ class ControllerCore:
                 )
         return ops
 
+    # ---------------------------------------------------------------- who holds an id
+
+    def claim(
+        self, node: str, msg: dict[str, Any], mono: float, pipe: int | None
+    ) -> dict[str, Any] | None:
+        """Whether the process that sent `msg` may speak as `node`: None if so, else the
+        error reply. One live process per id: another process (another ``inst``) is refused
+        while the holder is online, beating and connected; it takes the id over once the
+        holder's connection is gone or it has been silent for the node timeout."""
+        inst = msg.get("inst")
+        info = self.nodes.get(node)
+        if not isinstance(inst, str) or not inst or info is None or not info.instance:
+            return None
+        if inst == info.instance:
+            info.pipe = pipe if pipe is not None else info.pipe
+            return None
+        holder_live = info.pipe is not None and mono - info.last_seen <= self.node_timeout
+        if holder_live:
+            if info.conflict != inst:
+                info.conflict = inst
+                log.error(
+                    "a second process claims node id %s (%s) while %s holds it: refused; stop "
+                    "one of them or give it another --id",
+                    node,
+                    inst,
+                    info.instance,
+                    extra={"node": node, "seq": info.applied},
+                )
+            return protocol.error(
+                f"node id {node} is in use by another live process ({info.instance}): "
+                "stop it or pick another --id",
+                "id-in-use",
+            )
+        log.info(
+            "node %s is now held by process %s (was %s)",
+            node,
+            inst,
+            info.instance,
+            extra={"node": node, "seq": info.applied},
+        )
+        info.instance, info.pipe, info.conflict = inst, pipe, ""
+        info.last_seen = max(info.last_seen, mono)  # the new holder is live from now on
+        return None
+
+    def _hold(self, info: NodeInfo, msg: dict[str, Any], pipe: int | None) -> None:
+        inst = msg.get("inst")
+        if isinstance(inst, str) and inst and not info.instance:
+            info.instance, info.pipe = inst, pipe
+
+    def pipe_closed(self, pipe: int) -> None:
+        """A connection closed: a node that held its id through it holds it no longer (a
+        process killed with -9 is replaced at once, without waiting for the timeout)."""
+        for info in self.nodes.values():
+            if info.pipe == pipe:
+                info.pipe = None
+
     def stalled(self, gap: float, now: float) -> None:
         """The controller itself did not run for `gap` seconds (stopped, or its host was; the
         shell measures it on its own monotonic clock). Liveness judges a node only on time the
@@ -525,6 +595,7 @@ class ControllerCore:
                 "lag_events": lag,
                 "lag_seconds": lag_s,
                 "last_seen_s": round((now if mono is None else mono) - info.last_seen, 3),
+                "conflict": info.conflict or None,
             }
         return {
             "k": "status",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -152,7 +153,10 @@ def test_replay_refuses_a_bad_time(show_log: Path, capsys: pytest.CaptureFixture
 
 
 def test_the_demo_plays_kills_restarts_and_converges(tmp_path: Path) -> None:
-    result = run("demo", "--dir", str(tmp_path / "demo"), timeout=180)
+    with socket.socket() as probe:  # a port of our own: another demo may hold 9190
+        probe.bind(("127.0.0.1", 0))
+        ws = f"127.0.0.1:{probe.getsockname()[1]}"
+    result = run("demo", "--dir", str(tmp_path / "demo"), "--ws", ws, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "node-a killed (kill -9)" in result.stdout
     assert "every digest matches the controller's log" in result.stdout

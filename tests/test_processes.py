@@ -249,3 +249,34 @@ def test_a_frozen_controller_disarms_nothing_and_blames_no_node(rig: Rig) -> Non
     with EventLog.open(rig.folder / "ctl.db", readonly=True) as elog:
         left = [e for e in elog.iter_events() if e.seq > head and e.op.target == "node_left"]
     assert left == [], f"nodes blamed for the controller's stall: {left}"
+
+
+def _node_proc(rig: Rig, name: str, node_id: str) -> Proc:
+    proc = Proc(rig.folder, name, ["node", "--id", node_id, "--controller", rig.address])
+    rig.procs[name] = proc
+    return proc
+
+
+def test_two_processes_never_share_a_node_id(rig: Rig) -> None:
+    """A second live process claiming an id is refused, loudly; it takes over only when the
+    holder is gone (frozen past the timeout, or killed), and the old one is then refused."""
+    ctl = rig.controller()
+    first = _node_proc(rig, "first", "a")
+    wait_for("a online", lambda: status(rig.address)["nodes"].get("a", {}).get("online"))
+    second = _node_proc(rig, "second", "a")
+    wait_for("the second refused", lambda: "in use by another live process" in second.log_text())
+    wait_for("the conflict in status", lambda: status(rig.address)["nodes"]["a"]["conflict"])
+    assert "a second process claims node id a" in ctl.log_text()
+    first.signal(signal.SIGSTOP)  # frozen: after the timeout the second one takes the id over
+    wait_for("the take-over", lambda: "node a is now held by" in ctl.log_text(), 15)
+    first.signal(signal.SIGCONT)
+    wait_for(
+        "the first refused in turn",
+        lambda: "in use by another live process" in first.log_text(),
+        15,
+    )
+    second.kill9()  # killed: its connection closes, and the first takes the id back at once
+    wait_for("taken back", lambda: ctl.log_text().count("node a is now held by") >= 2, 15)
+    with ControllerClient(rig.address, timeout=5) as client:
+        wait_for("a in sync", lambda: converged(rig.address, ["a"]), 15)
+        assert client.status()["nodes"]["a"]["online"]
