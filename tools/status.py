@@ -54,6 +54,11 @@ def render(status: dict[str, Any]) -> str:
             f"{node:<16} {'yes' if info['online'] else 'NO':<7} {info['applied_seq']:>8} "
             f"{info['lag_events']:>7} {lag_text:>7}  {info['digest'][:12]} {match}"
         )
+        if info.get("conflict"):
+            lines.append(
+                f"  ! another process ({info['conflict']}) claims the id {node}: refused; stop "
+                "one of them or give it another --id"
+            )
     if not status["nodes"]:
         lines.append("(no node has checked in)")
     return "\n".join(lines)
@@ -64,5 +69,7 @@ def run(args: argparse.Namespace) -> int:
         status = client.status()
     status.pop("k", None)
     print(dumps(status).decode() if args.json else render(status))
-    diverged = any(info["digest_match"] is False for info in status["nodes"].values())
-    return 1 if diverged else 0
+    bad = any(
+        info["digest_match"] is False or info.get("conflict") for info in status["nodes"].values()
+    )
+    return 1 if bad else 0
