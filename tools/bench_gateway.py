@@ -95,7 +95,14 @@ from replicas import NodeCommunications
 from replicas.client import ControllerClient
 from replicas.controller import Controller
 from replicas.sequencer import ControllerCore
-from tools.bench_replication import PhaseError, _commit_floor, _guard, _percentile, node_ops
+from tools.bench_replication import (
+    PhaseError,
+    _commit_floor,
+    _guard,
+    _percentile,
+    node_ops,
+    print_table,
+)
 from tools.demo import free_port_pair
 
 Figures = dict[str, Any]
@@ -1498,19 +1505,14 @@ def print_gateway(figures: Figures) -> None:
             row(label, f"{_num(part['p50_ms'], '.2f', '')} / {_num(part['p99_ms'], '.2f')}")
         row("  ratio idle p50 / floor p50", _num(figures.get("latency_vs_floor"), unit=""))
 
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    head = ("measure", "figure", "target", "meets")
     quick = " (quick)" if figures.get("quick") else ""
-    print(
+    print_table(
         f"cuelog gateway bench: controller log synchronous=FULL, tcp loopback, every role its "
         f"own process, {figures.get('cpus')} CPUs (load average "
-        f"{figures.get('loadavg_1m', 0.0):.1f} at the start){quick}"
+        f"{figures.get('loadavg_1m', 0.0):.1f} at the start){quick}",
+        rows,
+        notes,
     )
-    print(f"{head[0]:<{widths[0]}}  {head[1]:>{widths[1]}}  {head[2]:<{widths[2]}}  {head[3]}")
-    for label, value, target, ok in rows:
-        print(f"{label:<{widths[0]}}  {value:>{widths[1]}}  {target:<{widths[2]}}  {ok}".rstrip())
-    for note in notes:
-        print(f"error: {note}")
     for line in _breakdown(figures.get("latency", {})):
         print(line)
     for line in _where_time_goes(figures, missed):

@@ -1329,21 +1329,28 @@ def print_replication(figures: dict[str, Any]) -> None:
     )
     row("  cuelog / raw pynng ceiling", "n/a" if vs_raw is None else f"{vs_raw:.2f}")
 
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    head = ("measure", "figure", "target", "meets")
-    print(
+    print_table(
         f"cuelog replication bench: {nodes} submitting nodes = {nodes} replicas, controller log "
         f"synchronous=FULL, {figures.get('transport', '')}, {figures.get('cpus')} CPUs "
         f"(load average {figures.get('loadavg_1m', 0.0):.1f} at the start)"
-        f"{' (quick)' if figures.get('quick') else ''}"
+        f"{' (quick)' if figures.get('quick') else ''}",
+        rows,
+        notes,
     )
-    print(f"{head[0]:<{widths[0]}}  {head[1]:>{widths[1]}}  {head[2]:<{widths[2]}}  {head[3]}")
-    for label, value, target, ok in rows:
-        print(f"{label:<{widths[0]}}  {value:>{widths[1]}}  {target:<{widths[2]}}  {ok}".rstrip())
-    for note in notes:
-        print(f"error: {note}")
     if "elapsed_s" in figures:
         print(
             f"(whole run {figures['elapsed_s']:.1f} s; figures vary with the machine: "
             "compare the ratios)"
         )
+
+
+def print_table(title: str, rows: list[tuple[str, str, str, str]], notes: list[str]) -> None:
+    """A bench's figures as an aligned table (measure, figure, target, meets), then errors."""
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    head = ("measure", "figure", "target", "meets")
+    print(title)
+    print(f"{head[0]:<{widths[0]}}  {head[1]:>{widths[1]}}  {head[2]:<{widths[2]}}  {head[3]}")
+    for label, value, target, ok in rows:
+        print(f"{label:<{widths[0]}}  {value:>{widths[1]}}  {target:<{widths[2]}}  {ok}".rstrip())
+    for note in notes:
+        print(f"error: {note}")
