@@ -8,7 +8,14 @@ Rules this module never breaks:
 - An operation whose ``op_id`` is already in the log is not appended again; its original seq is
   returned instead.
 - A reader (another connection, another process) never blocks the writer: the file is in WAL
-  mode.
+  mode. A reader opened with ``pin=True`` sees the file as it was when it opened, however long
+  it reads (one read transaction).
+- One writer per file: a writable open takes an exclusive lock on ``PATH.lock`` (see
+  `eventlog.lockfile`) and a second writer is refused with a line naming the first.
+- A full resync never overwrites the events of another log (or more events of this one than the
+  controller has): the old file is set aside under a name that says what it holds.
+- A file knows whose it is (``role`` in meta: ``controller`` or ``replica``), so a node cannot
+  take over the controller's log and a controller cannot silently start from a replica.
 
 Schema and queries go through sqlite-utils; the append path uses the connection directly.
 Clocks and log ids can be injected for tests.
@@ -16,6 +23,8 @@ Clocks and log ids can be injected for tests.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import logging
 import os
 import sqlite3
@@ -31,6 +40,7 @@ import sqlite_utils
 
 from eventlog.errors import DecodeError, LogFileError, UsageError, ValidationError
 from eventlog.event import Event, dumps, loads
+from eventlog.lockfile import WriterLock
 from eventlog.operation import (
     ActionType,
     Operation,
@@ -55,6 +65,9 @@ _ACTIONS: Final = {a.value: a for a in ActionType}
 _EVENT_COLUMNS: Final = "seq, ts, type, action, sender, target, data, origin, origin_seq"
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+#: what a log file is for: the controller's log, or a node's replica of one
+Role = Literal["controller", "replica"]
+ROLES: Final = ("controller", "replica")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +156,17 @@ class EventLog:
         self._state: State | None = None
         self._last_snapshot_seq = 0
         self._local_seq = 0
+        self._synchronous: Synchronous = "FULL"
+        #: the role this opener asked for (stamped into a file that has none)
+        self._want_role: Role | None = None
+        #: the role the file's meta gives (None for a file from before roles)
+        self.role: str | None = None
+        self._writer_lock: WriterLock | None = None
+        #: (st_dev, st_ino) of the file and its write-ahead log as opened (writable opens)
+        self._ident: tuple[int, int] | None = None
+        self._wal_ident: tuple[int, int] | None = None
+        #: where the last `reset` put the file it replaced (None: it kept nothing)
+        self.set_aside: str | None = None
 
     # ------------------------------------------------------------------ opening
 
@@ -157,17 +181,32 @@ class EventLog:
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         clock: Callable[[], float] = time.time,
         log_id: str | None = None,
+        role: Role | None = None,
+        owner: Mapping[str, Any] | None = None,
+        check: bool = False,
+        pin: bool = False,
     ) -> EventLog:
         """Open (or create) a log file.
 
         Raises `LogFileError` naming the file when it is missing (and ``create`` is false), not
-        a cuelog log, written by a newer cuelog, or damaged. An older schema is migrated.
+        a cuelog log, written by a newer cuelog, damaged, or held by another writer. An older
+        schema is migrated.
+
+        A writable open holds the file's writer lock until `close` (``owner`` says who holds
+        it, for the refusal a second writer gets). ``role`` refuses a file that belongs to the
+        other kind of process (and is stamped into a new file or one that has none).
+        ``check`` verifies the whole file first (SQLite's quick check of every page, gapless
+        seqs, the newest snapshot against its digest): a damaged file is refused with a line
+        that says how to rebuild it. ``pin`` (read-only) makes every reading of this handle
+        see the file as it was at open, while a writer goes on appending.
         """
         spath = os.fspath(path)
         if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise UsageError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
         if snapshot_every < 1:
             raise UsageError("snapshot_every must be at least 1")
+        if role is not None and role not in ROLES:
+            raise UsageError(f"role must be one of {ROLES}, not {role!r}")
         memory = spath == ":memory:"
         if not memory:
             exists = os.path.exists(spath)
@@ -175,9 +214,16 @@ class EventLog:
                 raise LogFileError(spath, "is a directory, not a log file")
             if not exists and (readonly or not create):
                 raise LogFileError(spath, "no such log file (check the path)")
+        lock = None
+        if not memory and not readonly:
+            if not os.path.isdir(os.path.dirname(os.path.abspath(spath))):
+                raise LogFileError(spath, "cannot be opened: its folder does not exist")
+            lock = WriterLock.acquire(spath, owner)
         try:
             conn = _connect(spath, readonly and not memory)
         except sqlite3.Error as exc:
+            if lock is not None:
+                lock.release()
             raise LogFileError(spath, f"cannot be opened: {exc}") from None
         self = cls(
             conn,
@@ -186,18 +232,36 @@ class EventLog:
             snapshot_every=snapshot_every,
             clock=clock,
         )
+        self._writer_lock = lock
+        self._want_role = role
         try:
+            if pin and self.readonly:
+                # one read transaction for the life of this handle: WAL gives it the file as
+                # of its first read, whatever the writer appends meanwhile
+                conn.execute("BEGIN")
             self._setup(synchronous, create, log_id)
+            if check:
+                self._check_integrity()
+                if self._state is not None:
+                    self._check_state()
+            self._note_ident()
         except LogFileError:
-            conn.close()
+            self._abandon()
             raise
         except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise _file_error(spath, exc) from None
+            self._abandon()
+            raise _file_error(spath, exc, self.role) from None
         return self
+
+    def _abandon(self) -> None:
+        self._closed = True
+        self._conn.close()
+        if self._writer_lock is not None:
+            self._writer_lock.release()
 
     def _setup(self, synchronous: Synchronous, create: bool, log_id: str | None) -> None:
         conn = self._conn
+        self._synchronous = synchronous
         tables = {
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
@@ -244,9 +308,37 @@ class EventLog:
         self.log_id = meta["log_id"]
         self.base_seq = int(meta.get("base_seq", "0"))
         self.created = float(meta.get("created", "0"))
+        self.role = meta.get("role")
         self._refresh_head()
+        self._check_role()
         if not self.readonly:
             self._rebuild_state()
+
+    def _check_role(self) -> None:
+        want, have = self._want_role, self.role
+        if want is None or want == have:
+            return
+        if have == "replica":
+            raise LogFileError(
+                self.path,
+                f"is a node's replica of log {self.log_id} (up to seq {self._head}), not a "
+                "controller's log: a controller never takes a replica file over; to make a "
+                f"controller's log from it run `cuelog rebuild --from {self.path} --db NEW.db`",
+            )
+        if have == "controller":
+            raise LogFileError(
+                self.path,
+                f"is a controller's log (log {self.log_id}), not a node replica: give each "
+                "node a --db file of its own",
+            )
+        if have is not None:
+            raise LogFileError(self.path, f"is damaged: its meta names an unknown role {have!r}")
+        if not self.readonly:
+            with self._transaction():
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('role', ?)", (want,)
+                )
+            self.role = want
 
     def _create_schema(self, log_id: str | None) -> None:
         db = self._db
@@ -261,6 +353,7 @@ class EventLog:
                     {"key": "log_id", "value": log_id or str(uuid.uuid4())},
                     {"key": "created", "value": repr(self._clock())},
                     {"key": "base_seq", "value": "0"},
+                    *([{"key": "role", "value": self._want_role}] if self._want_role else []),
                 ]
             )
 
@@ -316,6 +409,102 @@ class EventLog:
             if not self._closed:
                 self._closed = True
                 self._conn.close()
+                if self._writer_lock is not None:
+                    self._writer_lock.release()
+
+    # ------------------------------------------------------------------ the file itself
+
+    def _damaged(self, detail: str) -> LogFileError:
+        hint = _repair_hint(self.path, self.role)
+        return LogFileError(self.path, f"is damaged ({detail}); {hint}")
+
+    def _check_integrity(self) -> None:
+        """Refuse a damaged file: every page (SQLite's quick check), gapless seqs, the newest
+        snapshot against its digest. About 0.5 s for a 1,000,000-event log in the page cache."""
+        if self.path == ":memory:":
+            return
+        conn = self._conn
+        try:
+            rows = conn.execute("PRAGMA quick_check(20)").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(f"SQLite's quick check of its pages failed: {exc}") from None
+        problems = [str(row[0]) for row in rows if row[0] != "ok"]
+        if problems:
+            more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+            raise self._damaged(f"SQLite's quick check of its pages: {problems[0]}{more}")
+        try:
+            count, low, high = conn.execute(
+                "SELECT COUNT(*), MIN(seq), MAX(seq) FROM events"
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(f"its events cannot be counted: {exc}") from None
+        if count and (low != self.base_seq + 1 or high - low + 1 != count):
+            raise self._damaged(
+                f"it holds {count} events between seq {low} and {high}, where seqs "
+                f"{self.base_seq + 1}..{high} should all be"
+            )
+        snap = self.latest_snapshot()
+        if snap is not None:
+            if snap.seq > self._head or snap.seq < self.base_seq:
+                raise self._damaged(
+                    f"its newest snapshot is at seq {snap.seq}, outside its events "
+                    f"{self.base_seq}..{self._head}"
+                )
+            try:
+                restore(snap)
+            except DecodeError as exc:
+                raise self._damaged(str(exc)) from None
+        elif self.base_seq:
+            raise self._damaged(f"it starts after seq {self.base_seq} but has no snapshot there")
+
+    def _check_state(self) -> None:
+        """The state rebuilt at open must be the state at the head."""
+        state = self._state
+        if state is not None and state.seq != self._head:
+            raise self._damaged(f"its state folds to seq {state.seq}, its head is {self._head}")
+
+    def _note_ident(self) -> None:
+        if self.readonly or self.path == ":memory:":
+            return
+        self._ident = _ident(self.path)
+        self._wal_ident = _ident(self.path + "-wal")
+
+    def check_file(self) -> None:
+        """Raise `LogFileError` if the path no longer names the file this log writes: it was
+        deleted, or replaced by another file (or its write-ahead log was). Cheap (two stats):
+        a controller calls it before acknowledging any commit."""
+        if self._ident is None:
+            return
+        now = _ident(self.path)
+        if now != self._ident:
+            what = "deleted" if now is None else "replaced by another file"
+            raise LogFileError(self.path, f"was {what} while this process was writing it")
+        if self._wal_ident is not None:
+            wal = _ident(self.path + "-wal")
+            if wal != self._wal_ident:
+                what = "deleted" if wal is None else "replaced by another file"
+                raise LogFileError(
+                    self.path,
+                    f"its write-ahead log {self.path}-wal was {what} while this process was "
+                    "writing it",
+                )
+
+    def save_copy(self, dest: str | os.PathLike[str]) -> None:
+        """Copy the log as this handle sees it (even if its path was deleted) to `dest`, a new
+        file, through SQLite's online backup: consistent, whatever is being appended."""
+        target = os.fspath(dest)
+        if os.path.exists(target):
+            raise UsageError(f"{target} exists: not overwriting it")
+        with self._lock:
+            self._check_open()
+            try:
+                out = sqlite3.connect(target)
+                try:
+                    self._conn.backup(out)
+                finally:
+                    out.close()
+            except sqlite3.Error as exc:
+                raise LogFileError(target, f"cannot be written: {exc}") from None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -543,6 +732,9 @@ class EventLog:
                     if state.seq - self._last_snapshot_seq >= self.snapshot_every:
                         self._write_snapshot(take(state, events[-1].ts))
                         self._last_snapshot_seq = state.seq
+            except sqlite3.DatabaseError as exc:
+                self._recover_after_failure()
+                raise _file_error(self.path, exc, self.role) from None
             except BaseException:
                 self._recover_after_failure()
                 raise
@@ -550,30 +742,94 @@ class EventLog:
             return reasons
 
     def reset(self, log_id: str, snapshot: Snapshot | None) -> None:
-        """Throw away everything and start over as a replica of `log_id` at `snapshot`.
+        """Start over as a replica of `log_id` at `snapshot` (a full resync).
 
-        Used for a full resync: afterwards the file holds that snapshot as its base and
-        continues with the events after it.
+        Afterwards the file holds that snapshot as its base and continues with the events
+        after it. Events the controller may not have are never thrown away: if the file holds
+        another log, or this log further than `snapshot` (or at all, with no snapshot: the
+        controller is behind it), the file is first set aside as
+        ``PATH.log-<log id>.upto-<seq>.<time>`` (that name goes into `set_aside`, None when
+        nothing needed keeping) and a fresh file is made at the path.
         """
         with self._lock:
             self._check_open()
             if self.readonly:
                 raise UsageError(f"log {self.path} is open read-only")
             state = restore(snapshot) if snapshot is not None else State()
-            with self._transaction():
-                self._conn.execute("DELETE FROM events")
-                self._conn.execute("DELETE FROM snapshots")
-                if snapshot is not None:
-                    self._write_snapshot(snapshot)
-                self._conn.executemany(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                    [("log_id", log_id), ("base_seq", str(state.seq))],
+            keep = self._head > 0 and (
+                log_id != self.log_id or snapshot is None or state.seq < self._head
+            )
+            aside = self.set_aside = None
+            if keep and self.path != ":memory:":
+                old_log, old_head = self.log_id, self._head
+                aside = self.set_aside = self._move_aside(log_id)
+                log.warning(
+                    "replica file %s held log %s up to seq %d: set aside as %s (never "
+                    "overwritten); starting a fresh replica of log %s",
+                    self.path,
+                    old_log,
+                    old_head,
+                    aside,
+                    log_id,
                 )
+            try:
+                with self._transaction():
+                    self._conn.execute("DELETE FROM events")
+                    self._conn.execute("DELETE FROM snapshots")
+                    if snapshot is not None:
+                        self._write_snapshot(snapshot)
+                    self._conn.executemany(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                        [("log_id", log_id), ("base_seq", str(state.seq))],
+                    )
+            except sqlite3.DatabaseError as exc:
+                self._recover_after_failure()
+                raise _file_error(self.path, exc, self.role) from None
             self.log_id = log_id
             self.base_seq = state.seq
             self._head = state.seq
             self._state = state
             self._last_snapshot_seq = state.seq
+
+    def _move_aside(self, log_id: str) -> str:
+        """Rename the file (and its WAL) out of the way and open a fresh, empty one at the path
+        (for `log_id`). The writer lock, on the path, stays held throughout."""
+        stamp = dt.datetime.fromtimestamp(self._clock()).strftime("%Y%m%dT%H%M%S")
+        base = f"{self.path}.log-{self.log_id}.upto-{self._head}.{stamp}"
+        aside, n = base, 1
+        while any(os.path.exists(aside + suffix) for suffix in ("", "-wal", "-shm")):
+            n += 1
+            aside = f"{base}-{n}"
+        # the last connection closing folds the WAL into the file (unless a reader elsewhere
+        # holds it open: then the WAL moves along with the file, which still reads whole)
+        self._conn.close()
+        moved: list[str] = []
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                if suffix == "" or os.path.exists(self.path + suffix):
+                    os.rename(self.path + suffix, aside + suffix)
+                    moved.append(suffix)
+        except OSError as exc:
+            for suffix in moved:
+                with contextlib.suppress(OSError):
+                    os.rename(aside + suffix, self.path + suffix)
+            self._reconnect(None)
+            raise LogFileError(
+                self.path, f"could not be set aside as {aside}: {exc.strerror}"
+            ) from None
+        self._reconnect(log_id)
+        return aside
+
+    def _reconnect(self, log_id: str | None) -> None:
+        """Open the path again (a fresh file for `log_id` when given, else the same one)."""
+        try:
+            self._conn = _connect(self.path, False)
+            self._db = sqlite_utils.Database(self._conn)
+            self._setup(self._synchronous, True, log_id)
+        except (sqlite3.Error, LogFileError) as exc:
+            self._closed = True
+            raise LogFileError(self.path, f"cannot be opened again: {exc}") from None
+        self._note_ident()
 
     # ------------------------------------------------------------------ reading
 
@@ -734,14 +990,30 @@ class _Transaction:
         self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
 
 
-def _file_error(path: str, exc: sqlite3.DatabaseError) -> LogFileError:
+def _ident(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _repair_hint(path: str, role: str | None) -> str:
+    if role == "replica":
+        return (
+            "move it away (keep it for the post-mortem): the node then takes a full resync "
+            "from the controller"
+        )
+    return (
+        "keep it for the post-mortem and rebuild the log from the replica file of the node "
+        f"furthest ahead: cuelog rebuild --from NODE.db --db {path} --force"
+    )
+
+
+def _file_error(path: str, exc: sqlite3.DatabaseError, role: str | None = None) -> LogFileError:
     text = str(exc)
     if "not a database" in text:
         return LogFileError(path, "is not a SQLite database, so not a cuelog log")
     if "malformed" in text or "corrupt" in text:
-        return LogFileError(
-            path,
-            f"is damaged ({text}); run `replay verify` on a copy, or "
-            "rebuild it from a node's replica file",
-        )
+        return LogFileError(path, f"is damaged ({text}); {_repair_hint(path, role)}")
     return LogFileError(path, f"cannot be used: {text}")

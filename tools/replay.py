@@ -1,5 +1,8 @@
 """``replay``: the post-mortem tool. Read-only on a log file (a copy, or a live log).
 
+Every reading is one consistent snapshot of the file (one read transaction), however long it
+takes and whatever a controller appends meanwhile.
+
     replay info LOG                      what the file is, how long, how many events
     replay events LOG [filters]          the events, as text or JSON lines
     replay state LOG --at SEQ|TIME       the state at a seq or a wall-clock time
@@ -63,7 +66,9 @@ def parse_time(text: str, elog: EventLog) -> float:
 
 
 def _open(path: str) -> EventLog:
-    return EventLog.open(path, readonly=True)
+    # one read transaction for the whole reading: a log being written is read as it was at
+    # this moment, never half before and half after an append
+    return EventLog.open(path, readonly=True, pin=True)
 
 
 def cmd_info(args: argparse.Namespace) -> int:

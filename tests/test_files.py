@@ -1,0 +1,296 @@
+"""Every copy of the show is precious: the store's side of it (issue 7, items 3-7).
+
+One writer per file (a lock the kernel drops when the writer dies), files that know whose they
+are, a full resync that sets another log's file aside instead of wiping it, a controller that
+notices its file deleted or replaced, damage found at open, and readers that see one snapshot.
+Process-level versions of these are in tests/test_file_faults.py.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eventlog import (
+    Event,
+    EventLog,
+    LogFileError,
+    OpId,
+    Submission,
+    apply,
+    digest,
+    take,
+    validate_operation,
+)
+from tests.helpers import show_op
+from tools import bench
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fill(elog: EventLog, count: int, start: int = 1, origin: str = "t") -> None:
+    for first in range(start, start + count, 100):
+        last = min(first + 100, start + count)
+        elog.append_batch(
+            [
+                Submission(validate_operation(show_op(n)), OpId(origin, n))
+                for n in range(first, last)
+            ]
+        )
+
+
+# ---------------------------------------------------------------------------- one writer
+
+
+def test_a_second_writer_is_refused_naming_the_first(log_path: Path) -> None:
+    owner = {"what": "cuelog controller", "listen": "tcp://127.0.0.1:9093"}
+    with EventLog.open(log_path, owner=owner) as first:
+        fill(first, 5)
+        with pytest.raises(LogFileError) as info:
+            EventLog.open(log_path)
+        text = str(info.value)
+        assert f"pid {os.getpid()}" in text
+        assert "listening on tcp://127.0.0.1:9093" in text
+        assert "one writer per log file" in text
+        assert "\n" not in text
+        # readers are never refused
+        with EventLog.open(log_path, readonly=True) as reader:
+            assert reader.head == 5
+        fill(first, 5, start=6)  # the first writer never noticed
+    with EventLog.open(log_path) as again:  # released at close
+        assert again.head == 10
+    assert not Path(f"{log_path}.lock").exists()
+
+
+def test_the_lock_of_a_killed_writer_is_gone(log_path: Path) -> None:
+    """kill -9 of the writer: the kernel drops its lock, the next writer opens at once."""
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from eventlog import EventLog\n"
+            "log = EventLog.open(sys.argv[1], owner={'what': 'doomed'})\n"
+            "print('open', flush=True)\n"
+            "time.sleep(60)\n",
+            str(log_path),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "open"
+        with pytest.raises(LogFileError, match=f"pid {child.pid} .*doomed"):
+            EventLog.open(log_path)
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+        assert child.stdout is not None
+        child.stdout.close()
+    assert Path(f"{log_path}.lock").exists()  # left behind, but nobody holds it
+    with EventLog.open(log_path) as elog:
+        assert elog.head == 0
+
+
+# ---------------------------------------------------------------------------- roles
+
+
+def test_files_know_whose_they_are(tmp_path: Path) -> None:
+    ctl, rep = tmp_path / "ctl.db", tmp_path / "node.db"
+    with EventLog.open(ctl, role="controller") as elog:
+        fill(elog, 3)
+        log_id = elog.log_id
+    with pytest.raises(LogFileError, match=r"is a controller's log .* not a node replica"):
+        EventLog.open(ctl, role="replica")
+    with EventLog.open(rep, role="replica") as replica:
+        replica.reset(log_id, None)
+    with pytest.raises(LogFileError, match="cuelog rebuild --from"):
+        EventLog.open(rep, role="controller")
+    # a file from before roles takes the role of its first user
+    old = tmp_path / "old.db"
+    EventLog.open(old).close()
+    EventLog.open(old, role="controller").close()
+    with EventLog.open(old, readonly=True) as elog:
+        assert elog.role == "controller"
+
+
+# ---------------------------------------------------------------------------- set aside
+
+
+def test_a_replica_of_another_log_is_set_aside_not_wiped(log_path: Path) -> None:
+    with EventLog.open(log_path, role="replica", clock=lambda: 1.7e9) as replica:
+        replica.reset("log-one", None)
+        old = [e._replace(log_id="log-one") for e in _events(50)]
+        replica.append_events(old)
+        replica.reset("log-two", None)
+        aside = replica.set_aside
+        assert aside is not None
+        assert aside.startswith(f"{log_path}.log-log-one.upto-50.")
+        assert replica.log_id == "log-two"
+        assert replica.head == 0
+        # the same log again with a snapshot ahead: nothing else to keep, done in place
+        replica.reset("log-two", None)
+        assert replica.set_aside is None
+    with EventLog.open(aside, readonly=True) as kept:
+        assert kept.log_id == "log-one"
+        assert [e.seq for e in kept.read()] == list(range(1, 51))
+    with EventLog.open(log_path, readonly=True) as fresh:
+        assert fresh.log_id == "log-two"
+        assert fresh.role == "replica"
+
+
+def test_a_controller_behind_the_replica_makes_it_set_aside(log_path: Path) -> None:
+    with EventLog.open(log_path, role="replica") as replica:
+        replica.reset("the-log", None)
+        replica.append_events([e._replace(log_id="the-log") for e in _events(30)])
+        replica.reset("the-log", None)  # the controller's head is behind 30
+        aside = replica.set_aside
+        assert aside is not None and ".log-the-log.upto-30." in aside
+        # a snapshot ahead of the replica, same log: the events before it are the
+        # controller's too, so the file is reset in place
+        replica.append_events([e._replace(log_id="the-log") for e in _events(10)])
+        state = replica.state.copy()
+        for event in _events(20)[10:]:
+            apply(state, event._replace(log_id="the-log"))
+        replica.reset("the-log", take(state, 1.0))
+        assert replica.set_aside is None
+        assert replica.head == 20
+    assert len(list(log_path.parent.glob("*.upto-*"))) == 1
+
+
+def _events(count: int) -> list[Event]:
+    return [
+        Event(n, 1.7e9 + n, "x", validate_operation(show_op(n)), OpId("t", n))
+        for n in range(1, count + 1)
+    ]
+
+
+# ---------------------------------------------------------------------------- deleted file
+
+
+def test_a_deleted_or_replaced_file_is_noticed(tmp_path: Path) -> None:
+    path = tmp_path / "ctl.db"
+    with EventLog.open(path) as elog:
+        fill(elog, 5)
+        elog.check_file()
+        os.unlink(path)
+        with pytest.raises(LogFileError, match="was deleted while"):
+            elog.check_file()
+        elog.save_copy(tmp_path / "saved.db")
+    with EventLog.open(tmp_path / "saved.db", readonly=True) as saved:
+        assert saved.head == 5
+    with EventLog.open(path) as elog:
+        fill(elog, 5)
+        os.rename(path, tmp_path / "moved.db")
+        EventLog.open(tmp_path / "other.db").close()
+        os.rename(tmp_path / "other.db", path)
+        with pytest.raises(LogFileError, match="was replaced by another file"):
+            elog.check_file()
+
+
+# ---------------------------------------------------------------------------- damage at open
+
+
+def test_random_bytes_over_eight_middle_pages_are_refused_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "ctl.db"
+    bench.build_big_log(path, 20_000)
+    EventLog.open(path, check=True).close()
+    size = path.stat().st_size
+    page = 4096
+    middle = (size // page) // 2
+    with open(path, "r+b") as f:
+        f.seek(middle * page)
+        f.write(random.Random(7).randbytes(8 * page))
+    with EventLog.open(path) as unchecked:  # what the controller used to do: no complaint
+        assert unchecked.head == 20_000
+    with pytest.raises(LogFileError) as info:
+        EventLog.open(path, check=True)
+    text = str(info.value)
+    assert "is damaged" in text and "quick check" in text
+    assert f"cuelog rebuild --from NODE.db --db {path}" in text
+    assert "\n" not in text
+
+
+def test_a_hole_or_a_bad_snapshot_is_refused_at_open(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "ctl.db"
+    with EventLog.open(path, snapshot_every=10) as elog:
+        fill(elog, 25)
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM events WHERE seq = 7")
+    conn.commit()
+    with pytest.raises(LogFileError, match="between seq 1 and 25"):
+        EventLog.open(path, check=True)
+    conn.execute("UPDATE snapshots SET digest = 'x' WHERE seq = 20")
+    conn.execute("DELETE FROM events WHERE seq < 7")  # now 8..25, gapless from 8: not from 1
+    conn.commit()
+    conn.close()
+    with pytest.raises(LogFileError, match="is damaged"):
+        EventLog.open(path, check=True)
+
+
+# ---------------------------------------------------------------------------- one snapshot
+
+
+def test_a_pinned_reader_sees_one_snapshot_while_the_writer_appends(log_path: Path) -> None:
+    with EventLog.open(log_path, snapshot_every=50) as writer:
+        fill(writer, 200)
+        with EventLog.open(log_path, readonly=True, pin=True) as pinned:
+            head = pinned.head
+            fill(writer, 300, start=201)
+            assert pinned.head == head == 200
+            assert [e.seq for e in pinned.iter_events(chunk=64)] == list(range(1, 201))
+            assert max(seq for seq, _, _ in pinned.snapshots()) == 200
+            assert digest(pinned.state_at(200)) == digest(writer.state_at(200))
+        with EventLog.open(log_path, readonly=True) as live:
+            assert live.head == 500
+
+
+def test_replay_verify_of_a_log_being_written_never_fails(tmp_path: Path) -> None:
+    """A writer in another process appends as fast as it can while verify reads the file."""
+    path = tmp_path / "live.db"
+    bench.build_big_log(path, 30_000, snapshot_every=500)
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "tests._crash_writer", str(path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert writer.stdout is not None
+        writer.stdout.readline()  # it is appending
+        results = []
+        for _ in range(4):
+            results.append(
+                subprocess.run(
+                    [sys.executable, "-m", "tools.replay", "verify", "--quiet", str(path)],
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+            )
+        assert writer.poll() is None, "the writer kept appending throughout"
+    finally:
+        writer.kill()
+        writer.wait(10)
+        assert writer.stdout is not None and writer.stderr is not None
+        writer.stdout.close()
+        writer.stderr.close()
+    for result in results:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.startswith("OK ")
+    with EventLog.open(path, readonly=True) as elog:
+        assert elog.head > 30_000
