@@ -68,7 +68,6 @@ Differences from upstream, on purpose: the WebSocket binds 127.0.0.1 unless the 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import contextlib
 import functools
@@ -640,15 +639,6 @@ class ControllerCommunications(AsyncCommsThread):
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
-        # NNG panics if its sockets outlive the interpreter: stop and join first at exit
-        atexit.register(self._at_exit)
-        super().start()
-
-    def _at_exit(self) -> None:
-        self.stop()
-        self.join(10)
-
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until everything listens; raise what failed if start-up failed."""
         done = self.ready.wait(timeout)
@@ -666,8 +656,6 @@ class ControllerCommunications(AsyncCommsThread):
         if self.gateway is not None:
             tasks.append(asyncio.ensure_future(self.gateway.run()))
         tasks.append(asyncio.ensure_future(self._watch_ready(list(tasks))))
-        if self.stop_requested:  # stop() came before the loop existed
-            loop.call_soon(lambda: asyncio.ensure_future(self.stop_async()))
         return tasks
 
     async def run_asyncio_comms(self) -> None:
@@ -680,8 +668,6 @@ class ControllerCommunications(AsyncCommsThread):
             if self._runner is not None:
                 self._runner.close()
             self._editor_pool.shutdown(wait=False, cancel_futures=True)
-            with contextlib.suppress(Exception):
-                atexit.unregister(self._at_exit)
             self.ready.set()
             self.stopped.set()
 

@@ -10,14 +10,21 @@ return a future of their seq instead of being fire-and-forget.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import logging
+import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+
+# imported before any comms thread exists, so pynng's atexit hook (nng_fini) is registered
+# before ours and runs after it: sockets are closed before NNG tears itself down
+import pynng  # noqa: F401
 
 from eventlog import ActionType, Operation, OperationType, State, validate_operation
 from eventlog.operation import wire_form
@@ -32,6 +39,8 @@ log = logging.getLogger("cuelog.compat")
 TIMEOUT: Final = 15.0
 #: nodes send cue progress at most this often per cue (upstream's Tier-1 throttle)
 CUE_STATUS_UPDATE_HZ: Final = 2
+#: how long the exit hook waits, in all, for the comms threads to close their sockets
+EXIT_TIMEOUT: Final = 10.0
 
 __all__ = [
     "CUE_STATUS_UPDATE_HZ",
@@ -98,9 +107,66 @@ def _as_operation(operation: NodeOperation | Operation) -> Operation:
     return operation.to_operation()
 
 
+# every started comms thread until its loop has closed (the exit hook stops and joins them)
+_running: list[AsyncCommsThread] = []
+_running_lock = threading.Lock()
+_hook_registered = False
+
+
+def _track(thread: AsyncCommsThread) -> None:
+    global _hook_registered
+    with _running_lock:
+        if not _hook_registered:
+            atexit.register(_stop_all_at_exit)
+            _hook_registered = True
+        _running.append(thread)
+
+
+def _untrack(thread: AsyncCommsThread) -> None:
+    with _running_lock:
+        if thread in _running:
+            _running.remove(thread)
+
+
+def _stop_all_at_exit() -> None:
+    """The atexit hook: stop every comms thread still running and wait for its loop to close
+    (its sockets with it), at most `EXIT_TIMEOUT` seconds in all."""
+    with _running_lock:
+        threads = list(_running)
+    for thread in threads:
+        try:
+            thread.stop()
+        except Exception as exc:  # a subclass's stop failing must not skip the others
+            log.debug("%s: stop at exit failed: %s", thread.name, exc)
+    deadline = time.monotonic() + EXIT_TIMEOUT
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            # one plain line: the process is about to end
+            print(
+                f"cuelog: {thread.name} did not stop within {EXIT_TIMEOUT:g} s at exit "
+                "(a task ignores cancellation?); NNG may abort the process",
+                file=sys.stderr,
+            )
+
+
 class AsyncCommsThread(threading.Thread):
     """A daemon thread running an asyncio loop; subclasses return their tasks from
-    `create_all_tasks`. Other threads call into the loop with `run_coroutine`."""
+    `create_all_tasks`. Other threads call into the loop with `run_coroutine`.
+
+    Lifetime, as in the seed: the loop runs from `start` until `stop`, even after every task
+    ended (code that keeps ``event_loop`` and schedules on it keeps working); `stop` cancels
+    the tasks, lets them close their sockets, stops the loop and then closes it (a call on
+    ``event_loop`` after that raises ``RuntimeError`` at once instead of waiting forever).
+
+    Exit safety: NNG aborts the process (SIGABRT, "pthread_mutex_lock: Invalid argument") when
+    its sockets are still open as the interpreter tears it down. Every started comms thread is
+    therefore stopped and joined by an `atexit` hook, whatever the caller did (no `stop`,
+    `stop` without `join`, an exception escaping ``main``). The hook runs after threading's
+    shutdown (so non-daemon threads, and commands still running on a node, may keep using the
+    comms until they end) and before pynng's own ``nng_fini`` hook (registered when pynng was
+    imported, above: atexit runs hooks last-registered first).
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         self.thread_name: str = kwargs.get("thread_name", type(self).__name__)
@@ -112,19 +178,50 @@ class AsyncCommsThread(threading.Thread):
         self.event_loop: asyncio.AbstractEventLoop | None = None
         self.loop_ready = threading.Event()
 
+    def start(self) -> None:
+        _track(self)
+        try:
+            super().start()
+        except BaseException:
+            _untrack(self)
+            raise
+
     def run(self) -> None:
         loop = asyncio.new_event_loop()
-        self.event_loop = loop
         asyncio.set_event_loop(loop)
-        main = loop.create_task(self.run_asyncio_comms())
-        self.loop_ready.set()
+        self.event_loop = loop
         try:
-            loop.run_until_complete(main)
-        except asyncio.CancelledError:
-            log.debug("%s stopped", self.name)
+            tasks = [loop.create_task(self._comms_main())]
+            if self.stop_requested:  # stop() came before the loop existed
+                tasks.append(loop.create_task(self.stop_async()))
+            self.loop_ready.set()
+            loop.run_forever()
+            self._finish(loop)
         finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+            _untrack(self)
+            log.debug("%s stopped", self.name)
+
+    @staticmethod
+    def _finish(loop: asyncio.AbstractEventLoop) -> None:
+        """After the loop stopped: let any task still there end (closing its sockets)."""
+        left = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+
+    async def _comms_main(self) -> None:
+        try:
+            await self.run_asyncio_comms()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed", self.name)
+        else:
+            if not self.stop_requested:
+                log.debug("%s: every task ended; the loop runs until stop()", self.name)
 
     def stop(self) -> None:
         """Ask the loop to cancel its tasks and end (from any thread; does not wait)."""
@@ -137,11 +234,13 @@ class AsyncCommsThread(threading.Thread):
                 log.debug("%s already stopping: %s", self.name, exc)
 
     async def stop_async(self) -> None:
+        """Cancel every other task of the loop, wait for them, then stop the loop."""
         current = asyncio.current_task()
         pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        asyncio.get_running_loop().stop()
 
     async def run_asyncio_comms(self) -> None:
         tasks = self.create_all_tasks()

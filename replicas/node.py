@@ -50,8 +50,11 @@ BEAT_INTERVAL: Final = 0.25
 REQUEST_TIMEOUT: Final = 2.0
 OUTBOX_SIZE: Final = 10_000
 SUBMIT_BATCH: Final = 1000
-#: most encoded bytes in one submit (well under the controller's request limit)
+#: most encoded bytes of ops in one submit (each op measured exactly when queued; a submit
+#: holds at least one op, and the controller reads requests up to `protocol.MAX_REQUEST_BYTES`)
 SUBMIT_BYTES: Final = 1024 * 1024
+if SUBMIT_BYTES + protocol.MAX_EVENT_BYTES + protocol.ENVELOPE_BYTES > protocol.MAX_REQUEST_BYTES:
+    raise AssertionError("a node's submit could pass the controller's request limit")
 #: how long a running command holds back the next one (see `CommandDispatcher`)
 COMMAND_GRACE: Final = 0.25
 #: fired commands waiting for the callback thread
@@ -118,10 +121,8 @@ class Outbox:
             wake = not self._items or self.want_wake
             self.want_wake = False
             self._items.append((wire, future))
-            data = op.data
-            self._sizes.append(
-                128 + len(op.sender) + len(op.target) + (0 if data is None else len(dumps(data)))
-            )
+            # exact: its encoding in the submit, and the comma after it
+            self._sizes.append(len(dumps(wire)) + 1)
         if wake:  # the submitter sleeps on an empty outbox, or asked to hear of more
             self.wake()
         return future
@@ -456,6 +457,12 @@ class NodeReplica:
     # ------------------------------------------------------------------ tasks
 
     async def _request(self, ctx: Any, msg: dict[str, Any]) -> dict[str, Any] | None:
+        return (await self._sized_request(ctx, msg))[0]
+
+    async def _sized_request(
+        self, ctx: Any, msg: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, int]:
+        """The reply to `msg` (None if it failed) and its size in bytes."""
         try:
             async with asyncio.timeout(self.request_timeout):
                 await guarded(ctx.asend(dumps(msg)))
@@ -532,27 +539,60 @@ class NodeReplica:
     async def _catch_up(self, fetch: dict[str, Any], contexts: list[Any]) -> bool:
         """Run `fetch` and, while the replies say there is more, keep up to
         ``len(contexts) - 1`` further chunks in flight while this one is applied, so the
-        controller reads ahead while this node applies. False if a request failed."""
+        controller reads ahead while this node applies. False if a request failed.
+
+        The controller cuts a reply at ``protocol.MAX_FRAME_BYTES``, so a reply may hold fewer
+        events than asked for: the chunks asked for next are then as many events as that cut
+        reply held (big events: every chunk is one reply's worth, and none leaves a hole). A
+        hole left all the same (event sizes vary) ends this round once the chunks in flight
+        landed; the next round fetches it. Chunks grow back while replies stay small."""
         core = self.core
         assert core is not None
         free = list(contexts)
+        # when events after a hole are buffered, the hole is what this round fetches
+        hole_end = min(core.pending) - 1 if core.pending else None
+        span = core.fetch_limit
+        first = fetch
+        asked: tuple[int, int] | None = None
+        if isinstance(fetch.get("after"), int) and isinstance(fetch.get("limit"), int):
+            asked = (fetch["after"], fetch["limit"])
+        base = {k: v for k, v in fetch.items() if k not in ("after", "limit")}
         ctx = free.pop()
-        reply = await self._request(ctx, fetch)
+        reply, size = await self._sized_request(ctx, first)
         free.append(ctx)
-        inflight: collections.deque[tuple[Any, asyncio.Task[dict[str, Any] | None]]]
+        inflight: collections.deque[
+            tuple[Any, tuple[int, int], asyncio.Task[tuple[dict[str, Any] | None, int]]]
+        ]
         inflight = collections.deque()
-        next_after = -1
+        asked_end = -1 if asked is None else sum(asked)
+        cut = False
         try:
             while reply is not None:
                 last, head = reply.get("last"), reply.get("head")
-                if reply.get("k") == "events" and isinstance(last, int) and isinstance(head, int):
-                    next_after = max(next_after, last)
-                    while free and next_after < head:
-                        limit = min(core.fetch_limit, head - next_after)
+                if (
+                    reply.get("k") == "events"
+                    and isinstance(last, int)
+                    and isinstance(head, int)
+                    and asked is not None
+                ):
+                    q_after, q_limit = asked
+                    q_end = q_after + q_limit
+                    if last < min(head, q_end):  # cut by bytes
+                        span = max(1, last - q_after)
+                        if asked_end > q_end:
+                            cut = True  # the chunks in flight start past a hole
+                        else:
+                            asked_end = last
+                    elif size * 2 * 6 <= protocol.MAX_FRAME_BYTES:
+                        span = min(core.fetch_limit, 2 * span)  # far from the cut: grow back
+                    goal = head if hole_end is None else min(head, hole_end)
+                    while free and not cut and asked_end < goal:
+                        limit = min(core.fetch_limit, span, goal - asked_end)
                         ctx = free.pop()
-                        ask = {**fetch, "after": next_after, "limit": limit}
-                        inflight.append((ctx, asyncio.ensure_future(self._request(ctx, ask))))
-                        next_after += limit
+                        ask = {**base, "after": asked_end, "limit": limit}
+                        task = asyncio.ensure_future(self._sized_request(ctx, ask))
+                        inflight.append((ctx, (asked_end, limit), task))
+                        asked_end += limit
                 try:
                     self._fire(core.on_fetch_reply(reply, time.monotonic()))
                 except (ProtocolError, CuelogError) as exc:
@@ -561,12 +601,12 @@ class NodeReplica:
                 self._after_input()
                 if not inflight:
                     return True
-                ctx, task = inflight.popleft()
-                reply = await task
+                ctx, asked, pending = inflight.popleft()
+                reply, size = await pending
                 free.append(ctx)
                 core.fetching = True
         finally:
-            for _, task in inflight:
+            for _, _, task in inflight:
                 task.cancel()
         core.on_fetch_failed()
         return False
