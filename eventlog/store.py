@@ -858,13 +858,39 @@ class EventLog:
         row = self._rows("SELECT MAX(origin_seq) FROM events WHERE origin = ?", (origin,))[0]
         return int(row[0]) if row[0] is not None else 0
 
-    def read_rows(self, after: int, limit: int) -> list[tuple[Any, ...]]:
+    def read_rows(
+        self,
+        after: int,
+        limit: int,
+        max_bytes: int | None = None,
+        measure: Callable[[tuple[Any, ...]], int] | None = None,
+    ) -> list[tuple[Any, ...]]:
         """Raw rows (``seq, ts, type, action, sender, target, data JSON text, origin,
-        origin_seq``) after `after`: the cheap path for streaming history to replicas."""
-        return self._rows(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after, limit),
-        )
+        origin_seq``) after `after`: the cheap path for streaming history to replicas.
+
+        With `max_bytes` and `measure`, reading stops before the row that would take the sum
+        of ``measure(row)`` past `max_bytes` (the first row is always returned), so a reply
+        of big events never holds more than that in memory."""
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+        if max_bytes is None or measure is None:
+            return self._rows(sql, (after, limit))
+        rows: list[tuple[Any, ...]] = []
+        total = 0
+        with self._lock:
+            self._check_open()
+            try:
+                cursor = self._conn.execute(sql, (after, limit))
+                try:
+                    for row in cursor:
+                        total += measure(row)
+                        if total > max_bytes and rows:
+                            break
+                        rows.append(row)
+                finally:
+                    cursor.close()
+            except sqlite3.DatabaseError as exc:
+                raise _file_error(self.path, exc) from None
+        return rows
 
     def _select_where(self, where: list[tuple[str, Any]], limit: int | None) -> list[Event]:
         conditions = " AND ".join(cond for cond, _ in where) or "1"

@@ -11,7 +11,8 @@ from typing import Any
 
 import pynng
 
-from eventlog import CuelogError, Operation, dumps, validate_operation
+from eventlog import CuelogError, Operation, dumps, loads, validate_operation
+from eventlog.state import digest_bytes
 from replicas import protocol
 
 
@@ -58,8 +59,34 @@ class ControllerClient:
     def status(self) -> dict[str, Any]:
         return self.request({"k": "status"})
 
-    def state(self) -> dict[str, Any]:
-        return self.request({"k": "state"})
+    def state(self, attempts: int = 5) -> dict[str, Any]:
+        """``{"k": "state", "log", "seq", "digest", "state": {...}}``: the whole state at one seq.
+
+        A state too big for one reply comes in chunks (`protocol.snapshot_reply`), asked for
+        one after another and checked against the digest before it is decoded."""
+        for _ in range(attempts):
+            reply = self.request({"k": "state"})
+            if reply.get("k") != "state" or "state" in reply:
+                return reply
+            seq: int = protocol.field(reply, "seq", int)
+            dig: str = protocol.field(reply, "digest", str)
+            size, offset, chunk = protocol.snapshot_chunk(reply)
+            data = bytearray(chunk)
+            while len(data) < size:
+                reply = self.request({"k": "state", "seq": seq, "offset": len(data)})
+                if reply.get("k") != "state":
+                    break  # the controller moved on to a newer state: start over
+                size, offset, chunk = protocol.snapshot_chunk(reply)
+                if offset != len(data) or protocol.field(reply, "seq", int) != seq:
+                    raise CuelogError("the controller sent a state chunk out of order")
+                data += chunk
+            if len(data) < size:
+                continue
+            if digest_bytes(bytes(data)) != dig:
+                raise CuelogError(f"the state at seq {seq} does not match its digest")
+            log_id = protocol.field(reply, "log", str)
+            return {"k": "state", "log": log_id, "seq": seq, "digest": dig, "state": loads(data)}
+        raise CuelogError("the state kept changing while it was being read; try again")
 
     def submit(
         self, ops: list[Operation], node: str = "operator", retries: int = 3

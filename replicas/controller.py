@@ -327,11 +327,12 @@ class Controller:
                     asyncio.get_running_loop().create_task(self._settle(node))
                 return reply
             if kind == "hello":
+                self._check_ahead(msg)
                 return core.hello(msg, now, time.monotonic(), _pipe_id(pipe))
             if kind == "status":
-                return core.status(now, time.monotonic())
+                return self._with_problems(core.status(now, time.monotonic()))
             if kind == "state":
-                return await asyncio.to_thread(core.state_reply)
+                return await asyncio.to_thread(core.state_reply, msg)
             raise ProtocolError(
                 f"unknown request kind {kind!r} (expected one of "
                 f"{', '.join(sorted(protocol.REQUEST_KINDS))})"
@@ -477,8 +478,8 @@ class Controller:
                     continue
                 events = committed.result.events
                 # nodes first: a GO's way to the nodes is the show's critical path
-                for frame in committed.frames:
-                    await self._publish(dumps(frame))
+                for wire in committed.wire:  # encoded by the commit, each under the byte cap
+                    await self._publish(wire)
                 if events:
                     # the controller's own submitters learn whether the reducer accepted each op
                     reasons = dict(

@@ -468,15 +468,15 @@ class NodeReplica:
                 await guarded(ctx.asend(dumps(msg)))
                 raw = await guarded(ctx.arecv())
         except TimeoutError:
-            return None
+            return None, 0
         except pynng.NNGException as exc:
             log.debug("request %s failed: %s", msg.get("k"), exc, extra=self._extra())
-            return None
+            return None, 0
         try:
-            return protocol.decode(raw, limit=protocol.NNG_MAX_BYTES)
+            return protocol.decode(raw, limit=protocol.NNG_MAX_BYTES), len(raw)
         except ProtocolError as exc:
             log.warning("bad reply to %s: %s", msg.get("k"), exc, extra=self._extra())
-            return None
+            return None, 0
 
     def _fire(self, events: list[Event]) -> None:
         for event in events:

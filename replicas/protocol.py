@@ -11,26 +11,68 @@ One controller address carries two channels:
 
 Decoders check shapes strictly and raise `ProtocolError` (a peer broke the protocol); they
 never trust a field they did not check.
+
+Sizes: no valid input makes a message some peer cannot receive
+----------------------------------------------------------------
+Every socket (controller REP and PUB, node REQ and SUB, tools' REQ) receives at most
+``NNG_MAX_BYTES`` (16 MiB): NNG drops a bigger message and closes the connection, so a message
+that size would be lost every time it is sent again. Each limit below is enforced where data
+enters and respected where it leaves; "envelope" is a message's own fields (kind, log id,
+seqs, ts, digest), always under ``ENVELOPE_BYTES`` (4 KiB).
+
+- **An event**: the validation caps its data at ``MAX_DATA_BYTES`` (64 KiB, encoded), sender,
+  target and op-id origin at 128, 512 and 128 characters. Encoded (`compact`, or a stored row)
+  it is at most ``MAX_EVENT_BYTES``: the data, 6 bytes per character of the three strings (an
+  escaped control character is the worst case) and 256 for the keys and numbers: ~69 KiB.
+- **A request** is read up to ``MAX_REQUEST_BYTES`` (4 MiB; bigger: an error reply).
+  A node's outbox builds submits of at most ``node.SUBMIT_BYTES`` (1 MiB) of exactly measured
+  ops (at least one op, which is at most ``MAX_EVENT_BYTES``) plus the envelope: under 4 MiB.
+- **An ``ev`` frame and an ``events`` reply**: at most ``MAX_FRAME_EVENTS`` events and at most
+  ``MAX_FRAME_BYTES`` (4 MiB) encoded, envelope included. A group commit (up to 16 MiB of
+  concurrent submits and more) is cut into as many frames as that takes (`encode_frames`
+  measures each encoded frame); a catch-up reply stops adding stored rows once their bound
+  (`row_bytes`) would pass the cap. A node that asks for more than one reply holds gets
+  the first rows and asks again after the last one. One event always fits: ``MAX_EVENT_BYTES
+  + ENVELOPE_BYTES`` is far under ``MAX_FRAME_BYTES``, itself a quarter of NNG's limit.
+- **A snapshot** (the state at a seq, any size: a show may hold thousands of 64 KiB values)
+  travels in ``snapshot`` replies of ``SNAPSHOT_CHUNK_BYTES`` (3 MiB) of its encoded bytes,
+  base64 (exactly 4 MiB) plus the envelope. The node asks for each next chunk by seq and
+  offset, reassembles them and installs the state only if its digest matches; the
+  controller keeps the last snapshot it served in memory so chunks do not re-read the file.
+  The ``state`` request (tools) answers in the same chunks when the state is over
+  ``MAX_FRAME_BYTES``.
+- **Replies with text**: an ``error`` reply's text and each refused op's error strings in an
+  ``acks`` reply are clipped to ``MAX_ERROR_CHARS`` (160) characters, so an ``acks`` for
+  ``MAX_SUBMIT_OPS`` refused ops stays under ~12 MiB whatever the request held (an error
+  may quote the input: a quoted 4 MiB field would otherwise come back 4 times larger).
+- **The rest** (``welcome``, ``ok``, ``hb``, ``status`` for ``MAX_NODES`` nodes) are bounded by
+  ids of at most 128 characters: well under 2 MiB.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import orjson
 
 from eventlog import (
+    MAX_DATA_BYTES,
     DecodeError,
     Event,
     InputError,
+    Snapshot,
     ValidationError,
     check_node_id,
+    dumps,
     event_from_dict,
     loads,
 )
+from eventlog.operation import MAX_ORIGIN_LEN, MAX_SENDER_LEN, MAX_TARGET_LEN
 
 #: Largest request the controller reads (bytes); larger ones get an error reply.
 MAX_REQUEST_BYTES: Final = 4 * 1024 * 1024
@@ -40,6 +82,27 @@ NNG_MAX_BYTES: Final = 16 * 1024 * 1024
 MAX_SUBMIT_OPS: Final = 5000
 #: Most events in one ``ev`` frame or ``events`` reply.
 MAX_FRAME_EVENTS: Final = 5000
+#: Room for a message's own fields besides its events or chunk (see the module docstring).
+ENVELOPE_BYTES: Final = 4096
+#: Most bytes one valid event takes encoded in a frame or reply (the data, 6 bytes per
+#: character of sender, target and origin, 256 for the keys and numbers).
+MAX_EVENT_BYTES: Final = (
+    MAX_DATA_BYTES + 6 * (MAX_SENDER_LEN + MAX_TARGET_LEN + MAX_ORIGIN_LEN) + 256
+)
+#: Most bytes of one encoded ``ev`` frame or ``events`` reply, envelope included.
+MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
+#: Encoded state bytes per ``snapshot`` (or chunked ``state``) reply; base64 makes it 4 MiB.
+SNAPSHOT_CHUNK_BYTES: Final = 3 * 1024 * 1024
+#: Longest error text (characters) a reply carries.
+MAX_ERROR_CHARS: Final = 160
+
+if not (
+    MAX_EVENT_BYTES + ENVELOPE_BYTES <= MAX_FRAME_BYTES <= NNG_MAX_BYTES
+    and MAX_REQUEST_BYTES <= NNG_MAX_BYTES
+    and (SNAPSHOT_CHUNK_BYTES + 2) // 3 * 4 + ENVELOPE_BYTES <= NNG_MAX_BYTES
+    and MAX_SUBMIT_OPS * (3 * 6 * MAX_ERROR_CHARS + 256) + ENVELOPE_BYTES <= NNG_MAX_BYTES
+):
+    raise AssertionError("the size limits do not fit under NNG's receive limit")
 
 PROTOCOL_VERSION: Final = 1
 
@@ -123,8 +186,13 @@ def node_id(msg: Mapping[str, Any]) -> str:
         raise ProtocolError(f"'node': {exc.detail}") from None
 
 
+def clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """`text`, cut to `limit` characters (an error may quote a huge input)."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def error(text: str, rule: str = "bad-request", **extra: Any) -> dict[str, Any]:
-    return {"k": "error", "error": text, "rule": rule, **extra}
+    return {"k": "error", "error": clip(text), "rule": rule, **extra}
 
 
 def compact(event: Event) -> dict[str, Any]:
@@ -165,6 +233,24 @@ def rows_reply(log_id: str, rows: list[tuple[Any, ...]], head: int, ts: float) -
     return reply
 
 
+#: per stored row, an upper bound of what `rows_reply` adds besides the row's strings: the
+#: keys, three numbers, quotes and the separating comma
+_ROW_FIXED_BYTES: Final = 256
+
+
+def row_bytes(row: tuple[Any, ...]) -> int:
+    """An upper bound of the bytes a stored row (`EventLog.read_rows`) takes in an ``events``
+    reply: its data JSON is embedded as stored; the other strings may need escapes."""
+    data = row[6]
+    size = 0 if data is None else len(data) if data.isascii() else len(data.encode())
+    return _ROW_FIXED_BYTES + size + 6 * (len(row[4]) + len(row[5]) + len(row[7]))
+
+
+def rows_budget(log_id: str) -> int:
+    """How many bytes of rows (by `row_bytes`) one ``events`` reply may carry."""
+    return MAX_FRAME_BYTES - ENVELOPE_BYTES - 6 * len(log_id)
+
+
 def events_frame(log_id: str, events: list[Event], ts: float) -> dict[str, Any]:
     return {
         "k": "ev",
@@ -174,6 +260,82 @@ def events_frame(log_id: str, events: list[Event], ts: float) -> dict[str, Any]:
         "ts": ts,
         "events": [compact(e) for e in events],
     }
+
+
+def encode_frames(log_id: str, events: Sequence[Event]) -> list[tuple[dict[str, Any], bytes]]:
+    """``ev`` frames for consecutive `events`, each with its encoding: at most
+    ``MAX_FRAME_EVENTS`` events and ``MAX_FRAME_BYTES`` bytes per frame, however large the
+    events (a group commit of many big submits becomes several frames)."""
+    out: list[tuple[dict[str, Any], bytes]] = []
+    for start in range(0, len(events), MAX_FRAME_EVENTS):
+        chunk = list(events[start : start + MAX_FRAME_EVENTS])
+        frame = events_frame(log_id, chunk, chunk[-1].ts)
+        wire = dumps(frame)
+        if len(wire) <= MAX_FRAME_BYTES:
+            out.append((frame, wire))
+            continue
+        # too big: measure each event and cut where the next one would pass the cap
+        room = MAX_FRAME_BYTES - ENVELOPE_BYTES - 6 * len(log_id)
+        first = 0
+        used = 0
+        for i, item in enumerate(frame["events"]):
+            size = len(dumps(item)) + 1
+            if used + size > room and i > first:
+                out.append(_frame_part(log_id, chunk, frame["events"], first, i))
+                first, used = i, 0
+            used += size
+        out.append(_frame_part(log_id, chunk, frame["events"], first, len(chunk)))
+    return out
+
+
+def _frame_part(
+    log_id: str, events: list[Event], items: list[dict[str, Any]], start: int, end: int
+) -> tuple[dict[str, Any], bytes]:
+    part = events[start:end]
+    frame = {
+        "k": "ev",
+        "log": log_id,
+        "first": part[0].seq,
+        "last": part[-1].seq,
+        "ts": part[-1].ts,
+        "events": items[start:end],
+    }
+    return frame, dumps(frame)
+
+
+def snapshot_reply(log_id: str, snap: Snapshot, head: int, offset: int = 0) -> dict[str, Any]:
+    """One chunk of `snap`'s encoded state from `offset`: ``SNAPSHOT_CHUNK_BYTES`` of it at most,
+    base64. ``size`` is the whole encoding's length; the node asks for the next chunk at
+    ``offset + its length`` until it has them all."""
+    size = len(snap.state)
+    if offset > size:
+        raise ProtocolError(f"offset {offset} is past the snapshot's {size} bytes")
+    chunk = snap.state[offset : offset + SNAPSHOT_CHUNK_BYTES]
+    return {
+        "k": "snapshot",
+        "log": log_id,
+        "seq": snap.seq,
+        "ts": snap.ts,
+        "digest": snap.digest,
+        "head": head,
+        "size": size,
+        "offset": offset,
+        "chunk": base64.b64encode(chunk).decode("ascii"),
+    }
+
+
+def snapshot_chunk(msg: Mapping[str, Any]) -> tuple[int, int, bytes]:
+    """``(size, offset, chunk bytes)`` of a ``snapshot`` reply, checked."""
+    size: int = field(msg, "size", int)
+    offset: int = field(msg, "offset", int)
+    text: str = field(msg, "chunk", str)
+    try:
+        chunk = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("a snapshot chunk must be base64") from None
+    if offset + len(chunk) > size or (not chunk and offset < size):
+        raise ProtocolError(f"snapshot chunk {offset}+{len(chunk)} does not fit its size {size}")
+    return size, offset, chunk
 
 
 def heartbeat_frame(log_id: str, head: int, ts: float) -> dict[str, Any]:

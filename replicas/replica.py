@@ -32,7 +32,13 @@ from eventlog import (
     fires,
     restore,
 )
-from replicas.protocol import MAX_FRAME_EVENTS, ProtocolError, decode_events, field
+from replicas.protocol import (
+    MAX_FRAME_EVENTS,
+    ProtocolError,
+    decode_events,
+    field,
+    snapshot_chunk,
+)
 
 log = logging.getLogger("cuelog.replica")
 
@@ -54,6 +60,30 @@ class ReplicaStore(Protocol):
     def append_events(self, events: Sequence[Event]) -> list[str | None]: ...
 
     def reset(self, log_id: str, snapshot: Snapshot | None) -> None: ...
+
+
+class SnapshotParts:
+    """A snapshot arriving in chunks (`protocol.snapshot_reply`): what came so far."""
+
+    __slots__ = ("data", "digest", "log_id", "seq", "size", "ts")
+
+    def __init__(self, log_id: str, seq: int, ts: float, digest: str, size: int) -> None:
+        self.log_id = log_id
+        self.seq = seq
+        self.ts = ts
+        self.digest = digest
+        self.size = size
+        self.data = bytearray()
+
+    def follows(self, log_id: str, seq: int, digest: str, size: int, offset: int) -> bool:
+        """Whether a chunk at `offset` of that snapshot is the next one."""
+        return (self.log_id, self.seq, self.digest, self.size, len(self.data)) == (
+            log_id,
+            seq,
+            digest,
+            size,
+            offset,
+        )
 
 
 class MemoryStore:
@@ -111,6 +141,8 @@ class ReplicaCore:
         #: commands with seq <= live_from are history and never fire
         self.live_from: int | None = None
         self.pending: dict[int, Event] = {}
+        #: a snapshot too big for one reply, while its chunks arrive
+        self.partial: SnapshotParts | None = None
         self.fetching = False
         #: set when the controller's log changed under us: say hello again
         self.need_hello = True
@@ -171,6 +203,19 @@ class ReplicaCore:
         if self.need_hello or self.controller_log is None or self.fetching:
             return None
         applied = self.applied
+        parts = self.partial
+        if parts is not None:
+            if parts.seq > applied and parts.log_id == self.controller_log:
+                self.fetching = True
+                return {
+                    "k": "fetch",
+                    "node": self.node_id,
+                    "log": self.controller_log,
+                    "after": applied,
+                    "snapshot": parts.seq,
+                    "offset": len(parts.data),
+                }
+            self.partial = None  # the replica got past it meanwhile (or the log changed)
         if applied >= self.known_head and not self.pending:
             return None
         end = min(self.pending) - 1 if self.pending else self.known_head
@@ -212,6 +257,7 @@ class ReplicaCore:
         self.resyncs += 1
         self.store.reset(log_id, None)
         self.pending.clear()
+        self.partial = None
 
     def on_welcome(self, msg: dict[str, Any], now: float | None = None) -> None:
         """The controller's answer to `hello`: its log id, head and clock."""
@@ -220,6 +266,8 @@ class ReplicaCore:
         head: int = field(msg, "head", int)
         self.fetching = False
         changed = self.controller_log != log_id
+        if changed:
+            self.partial = None
         if self.store.log_id != log_id:
             changed = True
             if self.store.head:
@@ -286,6 +334,8 @@ class ReplicaCore:
         kind = msg.get("k")
         if kind == "error":
             log.warning("fetch refused: %s", msg.get("error"), extra=self._extra())
+            if msg.get("rule") in ("foreign-log", "snapshot-gone"):
+                self.partial = None
             if msg.get("rule") == "foreign-log":
                 self.need_hello = True
             return []
@@ -295,20 +345,43 @@ class ReplicaCore:
             return []
         self._saw(msg.get("head") if isinstance(msg.get("head"), int) else None, msg.get("ts"))
         if kind == "snapshot":
-            snap = Snapshot(
-                field(msg, "seq", int),
-                float(field(msg, "ts", (int, float))),
-                field(msg, "digest", str),
-                field(msg, "state", str).encode(),
-            )
-            if snap.seq <= self.applied:
+            seq: int = field(msg, "seq", int)
+            ts = float(field(msg, "ts", (int, float)))
+            dig: str = field(msg, "digest", str)
+            if seq <= self.applied:
+                self.partial = None
                 log.debug(
                     "ignoring a snapshot at seq %d: already at %d",
-                    snap.seq,
+                    seq,
                     self.applied,
                     extra=self._extra(),
                 )
                 return self._drain()
+            if "state" in msg:  # the whole state in one reply (an older controller)
+                encoded = field(msg, "state", str).encode()
+            else:
+                size, offset, chunk = snapshot_chunk(msg)
+                parts = self.partial
+                if offset == 0:
+                    parts = self.partial = SnapshotParts(log_id, seq, ts, dig, size)
+                elif parts is None or not parts.follows(log_id, seq, dig, size, offset):
+                    self.partial = None
+                    raise ProtocolError(
+                        f"snapshot chunk at offset {offset} of seq {seq} follows nothing asked for"
+                    )
+                parts.data += chunk
+                if len(parts.data) < size:
+                    return []  # `next_fetch` asks for the next chunk
+                self.partial = None
+                encoded = bytes(parts.data)
+                if size > len(chunk):
+                    log.info(
+                        "snapshot at seq %d reassembled: %d bytes",
+                        seq,
+                        size,
+                        extra=self._extra(seq),
+                    )
+            snap = Snapshot(seq, ts, dig, encoded)
             try:
                 self.store.reset(log_id, snap)
             except Exception as exc:

@@ -36,6 +36,7 @@ from eventlog import (
     EventLog,
     Operation,
     OperationType,
+    Snapshot,
     Submission,
     ValidationError,
     digest,
@@ -82,6 +83,8 @@ class Committed:
     replies: list[dict[str, Any]]
     frames: list[dict[str, Any]]
     result: AppendResult
+    #: each frame encoded, as published (`protocol.encode_frames`: each under the byte cap)
+    wire: list[bytes] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -127,6 +130,10 @@ class ControllerCore:
         self.reader = reader or elog
         #: a connection for small indexed lookups on the event loop (never busy with catch-up)
         self.lookup = lookup or self.reader
+        #: the snapshot last sent to a node, and the big state last sent to a tool (chunks of
+        #: them are asked for one at a time)
+        self._served: Snapshot | None = None
+        self._state_sent: Snapshot | None = None
         self.node_timeout = node_timeout
         self.tail_limit = tail_limit
         self.log_id = elog.log_id
@@ -224,7 +231,15 @@ class ControllerCore:
                         "target", "reserved", f"{sub.op.target} is appended by the controller only"
                     )
             except ValidationError as exc:
-                errors.append({"error": str(exc), **exc.to_dict()})
+                # clipped: an error may quote the input, and the acks must fit a node's socket
+                errors.append(
+                    {
+                        "error": protocol.clip(str(exc)),
+                        "field": protocol.clip(exc.field),
+                        "rule": exc.rule,
+                        "detail": protocol.clip(exc.detail),
+                    }
+                )
                 log.warning(
                     "refused an operation from %s: %s", node, exc, extra={"node": node, "seq": "-"}
                 )
@@ -301,14 +316,15 @@ class ControllerCore:
                 results.append(err if err is not None else {"seq": next(seqs)})
             replies.append({"k": "acks", "results": results, "head": head})
         frames: list[dict[str, Any]] = []
+        wire: list[bytes] = []
         if result.events:
             self._head = head
             dig = _digest(self.elog.state) if digest else None
             self._remember(head, dig, result.events[-1].ts)
             events = result.events
-            for start in range(0, len(events), MAX_FRAME_EVENTS):
-                chunk = events[start : start + MAX_FRAME_EVENTS]
-                frames.append(protocol.events_frame(self.log_id, chunk, chunk[-1].ts))
+            for frame, encoded in protocol.encode_frames(self.log_id, events):
+                frames.append(frame)
+                wire.append(encoded)
             for event, reason in zip(events, result.reasons, strict=True):
                 if reason is not None:
                     log.info(
@@ -317,7 +333,7 @@ class ControllerCore:
                         reason,
                         extra={"node": event.op.sender, "seq": event.seq},
                     )
-        return Committed(replies, frames, result)
+        return Committed(replies, frames, result, wire)
 
     # ---------------------------------------------------------------- catch-up
 
@@ -367,6 +383,7 @@ class ControllerCore:
             protocol.field(msg, "limit", int, optional=True) or MAX_FRAME_EVENTS, MAX_FRAME_EVENTS
         )
         mode = msg.get("mode", "auto")
+        chunk_of = protocol.field(msg, "snapshot", int, optional=True)
         if their_log != self.log_id:
             return protocol.error(
                 f"this controller holds log {self.log_id}, not {their_log}: say hello again",
@@ -375,6 +392,16 @@ class ControllerCore:
             )
         reader = self.reader
         head = reader.head
+        if chunk_of is not None:
+            # the next chunk of a snapshot too big for one reply
+            offset: int = protocol.field(msg, "offset", int)
+            snap = self._snapshot(chunk_of)
+            if snap is None:
+                return protocol.error(
+                    f"there is no snapshot at seq {chunk_of} any more: fetch again",
+                    "snapshot-gone",
+                )
+            return protocol.snapshot_reply(self.log_id, snap, head, offset)
         if after > head:
             return protocol.error(
                 f"seq {after} is past the head {head}", "ahead-of-head", head=head
@@ -387,23 +414,35 @@ class ControllerCore:
         if use_snapshot:
             snap = reader.latest_snapshot()
             if snap is not None and snap.seq > after:
+                self._served = snap
+                chunks = -(-len(snap.state) // protocol.SNAPSHOT_CHUNK_BYTES)
                 log.info(
-                    "sending %s the snapshot at seq %d (it is at %d)",
+                    "sending %s the snapshot at seq %d (it is at %d): %d bytes, %d chunk%s",
                     node,
                     snap.seq,
                     after,
+                    len(snap.state),
+                    chunks,
+                    "" if chunks == 1 else "s",
                     extra={"node": node, "seq": snap.seq},
                 )
-                return {
-                    "k": "snapshot",
-                    "log": self.log_id,
-                    "seq": snap.seq,
-                    "ts": snap.ts,
-                    "digest": snap.digest,
-                    "state": snap.state.decode(),
-                    "head": head,
-                }
-        return protocol.rows_reply(self.log_id, reader.read_rows(after, max(1, limit)), head, now)
+                return protocol.snapshot_reply(self.log_id, snap, head)
+        rows = reader.read_rows(
+            after, max(1, limit), protocol.rows_budget(self.log_id), protocol.row_bytes
+        )
+        return protocol.rows_reply(self.log_id, rows, head, now)
+
+    def _snapshot(self, seq: int) -> Snapshot | None:
+        """The stored snapshot at `seq` (the one served last is kept in memory: a big one is
+        fetched in several chunks, by every node that resyncs)."""
+        served = self._served
+        if served is not None and served.seq == seq:
+            return served
+        snap = self.reader.latest_snapshot(seq)
+        if snap is None or snap.seq != seq:
+            return None
+        self._served = snap
+        return snap
 
     # ---------------------------------------------------------------- liveness
 
@@ -565,9 +604,25 @@ class ControllerCore:
         for info in self.nodes.values():
             info.last_seen = min(info.last_seen + gap, now)
 
-    def state_reply(self) -> dict[str, Any]:
-        """The whole current state at one seq (takes the log's lock: call off the event loop)."""
+    def state_reply(self, msg: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The whole current state at one seq (takes the log's lock: call off the event loop).
+
+        A state over ``MAX_FRAME_BYTES`` encoded is sent as a snapshot in chunks
+        (`protocol.snapshot_reply` with ``k`` = ``state``): the client asks for the next
+        one with ``seq`` and ``offset`` (the last state sent is kept for that)."""
+        seq = None if msg is None else protocol.field(msg, "seq", int, optional=True)
+        if seq is not None:
+            offset: int = protocol.field(msg or {}, "offset", int)
+            held = self._state_sent
+            if held is None or held.seq != seq:
+                return protocol.error(
+                    f"the state at seq {seq} is gone: ask for the state again", "state-gone"
+                )
+            return {**protocol.snapshot_reply(self.log_id, held, self.head, offset), "k": "state"}
         snap = self.elog.snapshot_now()
+        if len(snap.state) + protocol.ENVELOPE_BYTES > protocol.MAX_FRAME_BYTES:
+            self._state_sent = snap
+            return {**protocol.snapshot_reply(self.log_id, snap, self.head), "k": "state"}
         return {
             "k": "state",
             "log": self.log_id,
