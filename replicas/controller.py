@@ -327,10 +327,9 @@ class Controller:
                     asyncio.get_running_loop().create_task(self._settle(node))
                 return reply
             if kind == "hello":
-                self._check_ahead(msg)
                 return core.hello(msg, now, time.monotonic(), _pipe_id(pipe))
             if kind == "status":
-                return self._with_problems(core.status(now, time.monotonic()))
+                return core.status(now, time.monotonic())
             if kind == "state":
                 return await asyncio.to_thread(core.state_reply, msg)
             raise ProtocolError(
