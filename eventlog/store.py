@@ -792,44 +792,77 @@ class EventLog:
             self._last_snapshot_seq = state.seq
 
     def _move_aside(self, log_id: str) -> str:
-        """Rename the file (and its WAL) out of the way and open a fresh, empty one at the path
-        (for `log_id`). The writer lock, on the path, stays held throughout."""
+        """Rename the file (and its WAL) out of the way and put a fresh, empty one for `log_id`
+        at the path. The fresh file is made first, under another name: a full disk fails there,
+        with the old file untouched and still open. The writer lock, on the path, stays held."""
         stamp = dt.datetime.fromtimestamp(self._clock()).strftime("%Y%m%dT%H%M%S")
         base = f"{self.path}.log-{self.log_id}.upto-{self._head}.{stamp}"
         aside, n = base, 1
-        while any(os.path.exists(aside + suffix) for suffix in ("", "-wal", "-shm")):
+        while any(os.path.exists(aside + suffix) for suffix in _SIDE_FILES):
             n += 1
             aside = f"{base}-{n}"
+        fresh = f"{self.path}.fresh-{os.getpid()}"
+        self._make_fresh(fresh, log_id)
         # the last connection closing folds the WAL into the file (unless a reader elsewhere
         # holds it open: then the WAL moves along with the file, which still reads whole)
         self._conn.close()
         moved: list[str] = []
         try:
-            for suffix in ("", "-wal", "-shm"):
+            for suffix in _SIDE_FILES:
                 if suffix == "" or os.path.exists(self.path + suffix):
                     os.rename(self.path + suffix, aside + suffix)
                     moved.append(suffix)
+            os.rename(fresh, self.path)
         except OSError as exc:
             for suffix in moved:
                 with contextlib.suppress(OSError):
                     os.rename(aside + suffix, self.path + suffix)
-            self._reconnect(None)
+            _remove(fresh)
+            self._reconnect()
             raise LogFileError(
                 self.path, f"could not be set aside as {aside}: {exc.strerror}"
             ) from None
-        self._reconnect(log_id)
+        self._reconnect()
         return aside
 
-    def _reconnect(self, log_id: str | None) -> None:
-        """Open the path again (a fresh file for `log_id` when given, else the same one)."""
+    def _make_fresh(self, fresh: str, log_id: str) -> None:
+        """An empty log for `log_id` with this log's role, closed, at the path `fresh`."""
+        _remove(fresh)
+        try:
+            other = EventLog(
+                _connect(fresh, False),
+                fresh,
+                readonly=False,
+                snapshot_every=self.snapshot_every,
+                clock=self._clock,
+            )
+        except sqlite3.Error as exc:
+            _remove(fresh)
+            raise LogFileError(self.path, f"cannot make a fresh replica file: {exc}") from None
+        other._want_role = self._want_role or cast(Role | None, self.role)
+        try:
+            other._setup(self._synchronous, True, log_id)
+        except (sqlite3.Error, LogFileError) as exc:
+            other._conn.close()
+            _remove(fresh)
+            raise LogFileError(self.path, f"cannot make a fresh replica file: {exc}") from None
+        other._conn.close()
+
+    def _reconnect(self) -> None:
+        """Open the path again after `_move_aside` closed it. If even that fails the log is
+        closed (and its writer lock released): open it again later."""
         try:
             self._conn = _connect(self.path, False)
             self._db = sqlite_utils.Database(self._conn)
-            self._setup(self._synchronous, True, log_id)
+            self._setup(self._synchronous, False, None)
         except (sqlite3.Error, LogFileError) as exc:
-            self._closed = True
+            self._abandon()
             raise LogFileError(self.path, f"cannot be opened again: {exc}") from None
         self._note_ident()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     # ------------------------------------------------------------------ reading
 
@@ -1014,6 +1047,15 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+_SIDE_FILES: Final = ("", "-wal", "-shm")
+
+
+def _remove(path: str) -> None:
+    for suffix in _SIDE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path + suffix)
 
 
 def _ident(path: str) -> tuple[int, int] | None:

@@ -32,6 +32,7 @@ from eventlog import (
     Event,
     EventLog,
     InputError,
+    LogFileError,
     Operation,
     OperationType,
     State,
@@ -48,6 +49,7 @@ from replicas.sequencer import (
     DEFAULT_NODE_TIMEOUT,
     DEFAULT_TAIL_LIMIT,
     STALL,
+    Committed,
     ControllerCore,
     Prepared,
 )
@@ -67,6 +69,10 @@ LIVENESS_TICK: Final = 0.25
 SETTLE_INTERVAL: Final = 1.0
 #: under continuous load the head is digested at least this often (seconds); idle, always
 DIGEST_INTERVAL: Final = 0.25
+#: besides before every acknowledgement, the log file is checked this often (seconds)
+FILE_CHECK_INTERVAL: Final = 1.0
+#: problems kept for `cuelog status` (the oldest are forgotten first)
+MAX_PROBLEMS: Final = 20
 
 OperationCallbacks = dict[OperationType, Callable[[NodeOperation], Any]]
 
@@ -87,6 +93,14 @@ class CommitListener(Protocol):
 
 class ListenError(CuelogError):
     """The controller's addresses could not be bound."""
+
+
+class _FileLost(Exception):
+    """The log file was deleted or replaced under the controller (see `Controller._lose_file`)."""
+
+    def __init__(self, error: LogFileError) -> None:
+        self.error = error
+        super().__init__(str(error))
 
 
 class CallbackRunner:
@@ -175,28 +189,38 @@ class Controller:
         self._settled_at: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self.stats = {"commits": 0, "events": 0, "requests": 0, "bad_requests": 0}
+        #: what is wrong with this controller's log, shown by `cuelog status` (oldest first)
+        self.problems: list[str] = []
+        #: set once the log file is deleted or replaced: from then on nothing is acknowledged
+        self.file_problem: str | None = None
+        self._ahead_seen: set[tuple[str, int]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:
         """Serve until cancelled (or `stop`). Opens the log and the sockets; closes them."""
         self._task = asyncio.current_task()
+        # the writer lock (one writer per file) is held until the log closes; the whole file
+        # is checked first, so a damaged one is refused before anything is served from it
         elog = await asyncio.to_thread(
             EventLog.open,
             self.db,
             snapshot_every=self.snapshot_every,
             synchronous=self.synchronous,
+            role="controller",
+            owner={"what": "cuelog controller", "listen": self.listen},
+            check=True,
         )
-        reader = (
-            elog
-            if self.db == ":memory:"
-            else await asyncio.to_thread(EventLog.open, self.db, readonly=True)
-        )
-        lookup = (
-            elog
-            if self.db == ":memory:"
-            else await asyncio.to_thread(EventLog.open, self.db, readonly=True)
-        )
+        reader = lookup = elog
+        try:
+            if self.db != ":memory:":
+                reader = await asyncio.to_thread(EventLog.open, self.db, readonly=True)
+                lookup = await asyncio.to_thread(EventLog.open, self.db, readonly=True)
+        except BaseException:
+            if reader is not elog:
+                reader.close()
+            elog.close()
+            raise
         self.core = ControllerCore(
             elog,
             reader,
@@ -249,6 +273,7 @@ class Controller:
                 tasks.create_task(self._committer(runner))
                 tasks.create_task(self._heartbeats())
                 tasks.create_task(self._liveness())
+                tasks.create_task(self._watch_file())
         except asyncio.CancelledError:
             pass
         finally:
@@ -300,6 +325,8 @@ class Controller:
             msg = protocol.decode(raw)
             kind = msg["k"]
             if kind == "submit":
+                if self.file_problem is not None:
+                    return protocol.error(self.file_problem, "log-file")
                 prepared = core.prepare_submit(msg)
                 chain = core.chain(msg)
                 if chain is not None and not core.in_order(chain[0], chain[1], chain[3]):
@@ -327,9 +354,10 @@ class Controller:
                     asyncio.get_running_loop().create_task(self._settle(node))
                 return reply
             if kind == "hello":
+                self._check_ahead(msg)
                 return core.hello(msg, now, time.monotonic(), _pipe_id(pipe))
             if kind == "status":
-                return core.status(now, time.monotonic())
+                return self._with_problems(core.status(now, time.monotonic()))
             if kind == "state":
                 return await asyncio.to_thread(core.state_reply, msg)
             raise ProtocolError(
@@ -437,7 +465,85 @@ class Controller:
         core = self.core
         if core is None:
             raise CuelogError("the controller has not opened its log yet")
-        return core.status(time.time(), time.monotonic())
+        return self._with_problems(core.status(time.time(), time.monotonic()))
+
+    def _with_problems(self, status: dict[str, Any]) -> dict[str, Any]:
+        if self.problems:
+            status["problems"] = list(self.problems)
+        return status
+
+    def _problem(self, text: str) -> None:
+        """Say once, in the log and in `cuelog status`, what is wrong with this log."""
+        seq = self.core.head if self.core is not None else "-"
+        log.error("%s", text, extra={"node": "controller", "seq": seq})
+        self.problems.append(text)
+        del self.problems[:-MAX_PROBLEMS]
+
+    def _check_ahead(self, msg: dict[str, Any]) -> None:
+        """A node that holds more of this very log than this controller does: the controller's
+        file is older than the show (restored from a backup, or rolled back). The node sets its
+        replica aside (it never wipes it) and follows this log; the operator is told how to
+        get the lost events back."""
+        core = self.core
+        assert core is not None
+        node, their_log, after = msg.get("node"), msg.get("log"), msg.get("after")
+        if their_log != core.log_id or not isinstance(after, int) or after <= core.head:
+            return
+        key = (str(node), after)
+        if key in self._ahead_seen:
+            return
+        if len(self._ahead_seen) > 1024:
+            self._ahead_seen.clear()
+        self._ahead_seen.add(key)
+        self._problem(
+            f"node {node} holds log {core.log_id} up to seq {after}, beyond this controller's "
+            f"head {core.head}: {self.db} is behind the show (restored from an older backup?); "
+            f"{node} sets its replica file aside and follows this log; to get the missing "
+            f"events back, stop this controller and run `cuelog rebuild --from <{node}'s "
+            f"set-aside file> --db {self.db} --force`"
+        )
+
+    async def _watch_file(self) -> None:
+        """Notice a deleted or replaced log file even when nothing is being committed."""
+        core = self.core
+        assert core is not None
+        while self.file_problem is None:
+            await asyncio.sleep(FILE_CHECK_INTERVAL)
+            try:
+                core.elog.check_file()  # two stats
+            except LogFileError as exc:
+                await self._lose_file(exc)
+
+    def _check_file(self, elog: EventLog) -> None:
+        try:
+            elog.check_file()
+        except LogFileError as exc:
+            raise _FileLost(exc) from None
+
+    async def _lose_file(self, error: LogFileError) -> None:
+        """The log file is gone or replaced: acknowledge nothing more (an acknowledged op must
+        survive a restart, and a restart would not find it), save what this controller still
+        has open, and say so once."""
+        if self.file_problem is not None:
+            return
+        core = self.core
+        assert core is not None
+        saved = f"{self.db}.saved-{time.strftime('%Y%m%dT%H%M%S')}"
+        self.file_problem = f"log file {error.path}: {error.problem}"
+        try:
+            await asyncio.to_thread(core.elog.save_copy, saved)
+            keep = (
+                f"the log up to seq {core.head} is saved as {saved}: stop this controller and "
+                f"start it with --db {saved}"
+            )
+        except CuelogError as exc:
+            keep = f"could not save a copy ({exc}): stop this controller"
+        self.file_problem += (
+            f"; this controller acknowledges nothing more (submits are refused); {keep}, or "
+            f"rebuild the log from the node replica furthest ahead: cuelog rebuild --from "
+            f"NODE.db --db {self.db}"
+        )
+        self._problem(self.file_problem)
 
     async def append_local(self, ops: list[Operation]) -> list[int]:
         """Append operations made by the controller itself (the operator's commands).
@@ -468,10 +574,17 @@ class Controller:
             self._wake.clear()
             while self._queue:
                 batch, self._queue = self._queue, []
+                if self.file_problem is not None:
+                    self._refuse(batch)
+                    continue
                 try:
                     committed = await asyncio.to_thread(
-                        core.commit, [prepared for prepared, _ in batch], time.time(), digest=False
+                        self._commit_checked, core, [prepared for prepared, _ in batch]
                     )
+                except _FileLost as lost:
+                    await self._lose_file(lost.error)
+                    self._refuse(batch)
+                    continue
                 except Exception as exc:
                     self._commit_failed(batch, exc)
                     continue
@@ -512,6 +625,21 @@ class Controller:
                     # after the answers went out: a big show's digest costs milliseconds
                     self._digested = now
                     await asyncio.to_thread(core.remember_digest)
+
+    def _commit_checked(self, core: ControllerCore, batch: list[Prepared]) -> Committed:
+        """(In a worker thread.) One group commit, with the log file checked before it and
+        again before anything is acknowledged: an op committed into a deleted file would be
+        gone after a restart, so it is never acknowledged."""
+        self._check_file(core.elog)
+        committed = core.commit(batch, time.time(), digest=False)
+        self._check_file(core.elog)
+        return committed
+
+    def _refuse(self, batch: list[tuple[Prepared, asyncio.Future[dict[str, Any]]]]) -> None:
+        error = protocol.error(self.file_problem or "the log file is lost", "log-file")
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_result(dict(error))
 
     def _commit_failed(
         self, batch: list[tuple[Prepared, asyncio.Future[dict[str, Any]]]], exc: Exception

@@ -43,6 +43,7 @@ from replicas.controller import close_all
 from replicas.nngio import guarded
 from replicas.protocol import ProtocolError
 from replicas.replica import DEFAULT_MAX_COMMAND_AGE, MemoryStore, ReplicaCore, ReplicaStore
+from replicas.replica_file import ReplicaFile
 
 log = logging.getLogger("cuelog.node")
 
@@ -270,7 +271,8 @@ class NodeReplica:
         self.commands = CommandDispatcher(node_id)
         self.commands.callback = command_callback
         self.core: ReplicaCore | None = None
-        self._elog: EventLog | None = None
+        #: the replica file (with --db): it keeps following in memory if the file fails
+        self._file: ReplicaFile | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._fetch_wake = asyncio.Event()
@@ -367,8 +369,14 @@ class NodeReplica:
     def _open_store(self) -> ReplicaStore:
         if self.db is None:
             return MemoryStore()
-        self._elog = EventLog.open(self.db, synchronous="NORMAL")
-        return self._elog
+        self._file = ReplicaFile(self._open_file(), node_id=self.node_id, reopen=self._open_file)
+        return self._file
+
+    def _open_file(self) -> EventLog:
+        """The replica file: this node's alone (writer lock), never the controller's log."""
+        assert self.db is not None
+        owner = {"what": f"cuelog node {self.node_id}", "listen": self.controller}
+        return EventLog.open(self.db, synchronous="NORMAL", role="replica", owner=owner)
 
     async def run(self) -> None:
         """Run until cancelled (or `stop`); sockets and the replica file are closed on exit."""
@@ -443,9 +451,9 @@ class NodeReplica:
                     if not fut.done():
                         fut.set_exception(CuelogError(f"node {self.node_id} stopped"))
             log.info("node stopped", extra=self._extra())
-            if self._elog is not None:
+            if self._file is not None:
                 self.core = None
-                self._elog.close()
+                self._file.elog.close()
 
     def stop(self) -> None:
         """Ask the node to stop (from any thread; safe to call twice or after it ended)."""
@@ -647,6 +655,8 @@ class NodeReplica:
                     if isinstance(reply.get("ts"), int | float):
                         core.on_clock(reply["ts"], time.monotonic())
                     self._after_input()
+            if self._file is not None and not self._file.healthy:
+                self._file.retry()  # a failing replica file is caught up even when idle
             await asyncio.sleep(self.beat_interval)
 
     async def _submitter(self, contexts: list[Any]) -> None:

@@ -97,8 +97,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     raise_open_files()
-    # open once here so a bad file is a one-line error before any socket is bound
-    EventLog.open(args.db, synchronous=args.synchronous).close()
+    # open once here so a bad file (or one in use by another writer, or a node's replica) is
+    # a one-line error before any socket is bound; the controller checks every page of it
+    # when it opens it for good
+    EventLog.open(
+        args.db,
+        synchronous=args.synchronous,
+        role="controller",
+        owner={"what": "cuelog controller", "listen": args.listen},
+    ).close()
     controller = Controller(
         args.db,
         args.listen,

@@ -42,7 +42,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     if args.db:
-        EventLog.open(args.db, synchronous="NORMAL").close()  # a bad file: one clear line
+        # a bad file, the controller's log, or one another process writes: one clear line
+        EventLog.open(args.db, synchronous="NORMAL", role="replica").close()
     comms = NodeCommunications(args.controller, args.id, db=args.db)
     if args.simulate:
         engine = SimulatedEngine(comms)

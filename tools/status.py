@@ -17,7 +17,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="ask a running controller for its head seq, digest and nodes",
         description="Print the controller's log id, head seq and digest, and for every node: "
         "online, applied seq, lag in events and seconds, and whether its digest matches the "
-        "log at its seq. Exit 1 if the controller does not answer or a node diverged.",
+        "log at its seq, and any problem with the controller's log file (deleted, replaced, "
+        "behind what a node holds). Exit 1 if the controller does not answer, a node diverged "
+        "or there is a problem.",
     )
     parser.add_argument(
         "--controller",
@@ -61,6 +63,8 @@ def render(status: dict[str, Any]) -> str:
             )
     if not status["nodes"]:
         lines.append("(no node has checked in)")
+    for problem in status.get("problems", []):
+        lines.append(f"PROBLEM  {problem}")
     return "\n".join(lines)
 
 
@@ -72,4 +76,4 @@ def run(args: argparse.Namespace) -> int:
     bad = any(
         info["digest_match"] is False or info.get("conflict") for info in status["nodes"].values()
     )
-    return 1 if bad else 0
+    return 1 if bad or status.get("problems") else 0
