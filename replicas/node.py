@@ -144,6 +144,20 @@ class Outbox:
                         break
             return [self._items[i] for i in range(start, end)]
 
+    def next_submit(
+        self, node_id: str, start: int = 0
+    ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], concurrent.futures.Future[int]]]] | None:
+        """The next ``submit`` request and its items: the ops queued from position `start`, at
+        most `SUBMIT_BATCH` of them and `SUBMIT_BYTES` encoded (at least one), chained after
+        the op before them. Always under the controller's ``protocol.MAX_REQUEST_BYTES``."""
+        items = self.peek(SUBMIT_BATCH, start, SUBMIT_BYTES)
+        if not items:
+            return None
+        first, last = items[0][0]["op_id"][1], items[-1][0]["op_id"][1]
+        chain = {"origin": self.origin, "prev": first - 1, "last": last, "head": start == 0}
+        msg = {"k": "submit", "node": node_id, "chain": chain, "ops": [wire for wire, _ in items]}
+        return msg, items
+
     def drop(self, count: int) -> None:
         with self._lock:
             for _ in range(count):
@@ -674,22 +688,10 @@ class NodeReplica:
         wake = self._outbox_wake
         while True:
             while free:
-                items = self.outbox.peek(SUBMIT_BATCH, sent, SUBMIT_BYTES)
-                if not items:
+                found = self.outbox.next_submit(self.node_id, sent)
+                if found is None:
                     break
-                first, last = items[0][0]["op_id"][1], items[-1][0]["op_id"][1]
-                chain = {
-                    "origin": self.outbox.origin,
-                    "prev": first - 1,
-                    "last": last,
-                    "head": sent == 0,
-                }
-                msg = {
-                    "k": "submit",
-                    "node": self.node_id,
-                    "chain": chain,
-                    "ops": [wire for wire, _ in items],
-                }
+                msg, items = found
                 ctx = free.pop()
                 inflight.append((ctx, items, asyncio.ensure_future(self._request(ctx, msg))))
                 sent += len(items)

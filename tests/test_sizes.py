@@ -12,8 +12,9 @@ a node can build from such input fits under the caps `replicas.protocol` documen
 
 from __future__ import annotations
 
+import base64
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,19 @@ from eventlog import (
     EventLog,
     Operation,
     OperationType,
+    OpId,
+    Submission,
     digest,
     dumps,
     validate_operation,
 )
+from eventlog.state import digest_bytes
+from replicas import protocol
 from replicas.client import ControllerClient
-from replicas.protocol import MAX_REQUEST_BYTES, NNG_MAX_BYTES
+from replicas.node import Outbox
+from replicas.protocol import MAX_FRAME_BYTES, MAX_REQUEST_BYTES, NNG_MAX_BYTES, ProtocolError
+from replicas.replica import MemoryStore, ReplicaCore
+from replicas.sequencer import ControllerCore, Prepared
 from tests.cluster import (
     Proc,
     controller_thread,
@@ -119,6 +127,9 @@ def test_a_late_node_catches_up_400_of_the_largest_events_by_the_tail(tmp_path: 
             wait_for("the late node in step", lambda: converged(addr, ["late"]), 20)
             core = late.replica.core
             assert core is not None and core.resyncs == 0, "the tail, not a snapshot"
+        with ControllerClient(addr, timeout=30.0) as client:
+            whole = client.state()  # 26 MB: in chunks, checked against its digest
+        assert whole["seq"] >= 400 and len(whole["state"]["status"][SENDER]) == 400
     same_log(tmp_path / "ctl.db", tmp_path / "late.db")
 
 
@@ -249,3 +260,190 @@ def test_biggest_data_is_valid(fill: str) -> None:
     data = biggest_data(7, fill)
     op = validate_operation(Operation(OperationType.STATUS, ActionType.UPDATE, SENDER, "t", data))
     assert op.data == data
+
+
+# ------------------------------------------------------------------- every message, no sockets
+
+#: the costliest valid op-id origin on the wire: 128 characters, each an escaped control one
+WORST_ORIGIN = "w" + "\x01" * 127
+TS = 1_700_000_000.0
+
+
+def _welcomed(core: ControllerCore) -> ReplicaCore:
+    replica = ReplicaCore("late", MemoryStore())
+    replica.on_welcome(over_the_wire(core.hello({"k": "hello", "node": "late", "after": 0}, TS)))
+    return replica
+
+
+def over_the_wire(msg: dict[str, Any], cap: int = NNG_MAX_BYTES) -> dict[str, Any]:
+    """`msg` as a peer gets it, after checking it fits `cap`."""
+    raw = dumps(msg)
+    assert len(raw) <= cap, f"a {msg.get('k')} message of {len(raw)} bytes (cap {cap})"
+    return protocol.decode(raw, limit=NNG_MAX_BYTES)
+
+
+@pytest.fixture(scope="module")
+def big_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControllerCore, Any]]:
+    """One group commit of eight submits of 60 of the largest events (~33 MB), then a
+    snapshot of the ~33 MB state."""
+    path = tmp_path_factory.mktemp("big") / "ctl.db"
+    elog = EventLog.open(path, synchronous="OFF", snapshot_every=100_000)
+    core = ControllerCore(elog)
+    subs = [Submission(biggest_op(i), OpId(WORST_ORIGIN, i + 1)) for i in range(480)]
+    batch = [Prepared(f"n{k}", subs[60 * k : 60 * k + 60], [None] * 60) for k in range(8)]
+    committed = core.commit(batch, TS)
+    elog.write_snapshot()
+    yield core, committed
+    elog.close()
+
+
+def test_a_group_commit_of_the_largest_submits_is_cut_into_frames_a_node_receives(
+    big_log: tuple[ControllerCore, Any],
+) -> None:
+    core, committed = big_log
+    assert len(committed.result.events) == 480
+    assert sum(len(w) for w in committed.wire) > NNG_MAX_BYTES, "the worst case: over NNG's cap"
+    replica = _welcomed(core)
+    for frame, wire in zip(committed.frames, committed.wire, strict=True):
+        assert len(wire) <= MAX_FRAME_BYTES
+        assert protocol.decode(wire, limit=NNG_MAX_BYTES) == over_the_wire(frame)
+        replica.on_frame(protocol.decode(wire, limit=NNG_MAX_BYTES))
+    assert replica.applied == core.head == 480
+    assert replica.digest() == digest(core.elog.state)
+
+
+def test_small_events_are_still_framed_by_count() -> None:
+    elog = EventLog.open(":memory:")
+    core = ControllerCore(elog)
+    op = Operation(OperationType.STATUS, ActionType.UPDATE, "n1", "nextcue", {"nextcue": "c"})
+    subs = [Submission(op, OpId("n1/a", i + 1)) for i in range(12_000)]
+    committed = core.commit([Prepared("n1", subs, [None] * len(subs))], TS)
+    assert [len(f["events"]) for f in committed.frames] == [5000, 5000, 2000]
+    assert committed.wire == [dumps(f) for f in committed.frames]
+
+
+def test_catch_up_replies_of_the_largest_events_are_cut_by_bytes(
+    big_log: tuple[ControllerCore, Any],
+) -> None:
+    core, _ = big_log
+    replica = _welcomed(core)
+    replies = 0
+    while (request := replica.next_fetch()) is not None:
+        request = {**request, "mode": "tail"}  # never the snapshot
+        replies += 1
+        replica.on_fetch_reply(over_the_wire(core.fetch(request, TS), MAX_FRAME_BYTES))
+        assert replies < 100
+    assert replica.applied == 480 and replica.digest() == digest(core.elog.state)
+    assert replica.resyncs == 0 and replies >= 8
+
+
+def test_a_snapshot_larger_than_nng_can_carry_is_sent_in_chunks_and_checked(
+    big_log: tuple[ControllerCore, Any],
+) -> None:
+    core, _ = big_log
+    snap = core.reader.latest_snapshot()
+    assert snap is not None and len(snap.state) > NNG_MAX_BYTES
+    replica = _welcomed(core)
+    request = replica.next_fetch()
+    assert request is not None
+    chunks = []
+    while request is not None:
+        reply = over_the_wire(core.fetch({**request, "mode": "snapshot"}, TS))
+        assert len(dumps(reply)) <= MAX_FRAME_BYTES + protocol.ENVELOPE_BYTES
+        chunks.append(reply)
+        replica.on_fetch_reply(reply)
+        request = replica.next_fetch()
+    assert len(chunks) == -(-len(snap.state) // protocol.SNAPSHOT_CHUNK_BYTES) >= 6
+    assert replica.applied == 480 and replica.resyncs == 1
+    assert replica.digest() == digest(core.elog.state)
+
+    # a chunk that does not follow the one before: refused, and the transfer starts over
+    other = _welcomed(core)
+    other.on_fetch_reply(chunks[0])
+    with pytest.raises(ProtocolError, match="follows nothing"):
+        other.on_fetch_reply(chunks[2])
+    assert other.partial is None and other.applied == 0
+    assert "snapshot" not in (other.next_fetch() or {}), "a new transfer, from the start"
+
+    # a chunk altered on the way: the reassembled state fails its digest, nothing is installed
+    other = _welcomed(core)
+    bad = dict(chunks[-1])
+    raw = bytearray(base64.b64decode(bad["chunk"]))
+    raw[10] ^= 1
+    bad["chunk"] = base64.b64encode(bytes(raw)).decode()
+    for reply in [*chunks[:-1], bad]:
+        if reply is bad:
+            with pytest.raises(ProtocolError, match="bad snapshot"):
+                other.on_fetch_reply(reply)
+        else:
+            other.on_fetch_reply(reply)
+    assert other.applied == 0 and other.partial is None
+
+    # the controller no longer has that snapshot: the node drops what it holds and asks again
+    other = _welcomed(core)
+    other.on_fetch_reply(chunks[0])
+    ask = other.next_fetch()
+    assert ask is not None and ask["snapshot"] == snap.seq and ask["offset"] > 0
+    gone = core.fetch({**ask, "snapshot": snap.seq - 1}, TS)
+    assert gone["rule"] == "snapshot-gone"
+    other.on_fetch_reply(over_the_wire(gone))
+    assert other.partial is None and "snapshot" not in (other.next_fetch() or {})
+
+
+def test_a_tools_state_request_over_the_cap_comes_in_chunks(
+    big_log: tuple[ControllerCore, Any],
+) -> None:
+    core, _ = big_log
+    first = over_the_wire(core.state_reply({"k": "state"}))
+    assert first["k"] == "state" and "state" not in first and first["offset"] == 0
+    data = bytearray(base64.b64decode(first["chunk"]))
+    while len(data) < first["size"]:
+        ask = {"k": "state", "seq": first["seq"], "offset": len(data)}
+        reply = over_the_wire(core.state_reply(ask))
+        assert reply["k"] == "state" and len(dumps(reply)) <= NNG_MAX_BYTES
+        data += base64.b64decode(reply["chunk"])
+    assert digest_bytes(bytes(data)) == first["digest"] == digest(core.elog.state)
+    gone = core.state_reply({"k": "state", "seq": first["seq"] - 1, "offset": 0})
+    assert gone["rule"] == "state-gone"
+
+
+@pytest.mark.parametrize("shape", ["largest-data", "many-small"])
+def test_a_nodes_outbox_never_builds_a_submit_the_controller_refuses(shape: str) -> None:
+    """The node measures every queued op exactly: however big, each submit it sends is under
+    the controller's request cap (and the controller reads it)."""
+    outbox = Outbox("n1", 10_000, "n1/0123456789ab")
+    quotes = '"' * 512  # 1 KiB on the wire: the costliest printable target
+    for i in range(1200):
+        if shape == "largest-data":
+            data = biggest_data(i, FILLS[i % len(FILLS)])
+            outbox.put(Operation(OperationType.STATUS, ActionType.UPDATE, "n1", quotes, data))
+        else:
+            outbox.put(Operation(OperationType.STATUS, ActionType.UPDATE, "n1", quotes, {"i": i}))
+    core = ControllerCore(EventLog.open(":memory:"))
+    sent = 0
+    while (found := outbox.next_submit("n1", sent)) is not None:
+        msg, items = found
+        raw = dumps(msg)
+        assert len(raw) <= MAX_REQUEST_BYTES
+        prepared = core.prepare_submit(protocol.decode(raw))
+        assert prepared.errors == [None] * len(items)
+        sent += len(items)
+    assert sent == 1200
+
+
+def test_replies_quoting_a_huge_bad_input_still_fit(tmp_path: Path) -> None:
+    """Errors quote what was wrong (``'\\\\\\\\…' is not one of …``): a 4 MiB submit of ops whose
+    type is a long run of backslashes would come back four times larger, past NNG's cap."""
+    core = ControllerCore(EventLog.open(":memory:"))
+    op = {"type": "\\" * 20_000, "action": "update", "sender": "n1", "target": "x", "data": None}
+    ops = [{**op, "op_id": ["n1/a", i + 1]} for i in range(100)]
+    raw = dumps({"k": "submit", "node": "n1", "ops": ops})
+    assert len(raw) <= MAX_REQUEST_BYTES
+    prepared = core.prepare_submit(protocol.decode(raw))
+    committed = core.commit([prepared], TS)
+    reply = dumps(committed.replies[0])
+    assert len(reply) < MAX_FRAME_BYTES, f"acks of {len(reply)} bytes"
+    assert all(r["rule"] == "unknown-type" for r in committed.replies[0]["results"])
+    # a request whose kind is that string: the error reply is one short line too
+    bad = protocol.error(f"unknown request kind {op['type']!r}")
+    assert len(dumps(bad)) < 1024
