@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import signal
-from collections.abc import Callable, Coroutine
-from typing import Any
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, Final
 
 from eventlog import ValidationError, check_node_id
 from replicas import protocol
+
+log = logging.getLogger("cuelog")
 
 
 def address(text: str) -> str:
@@ -69,16 +74,96 @@ def node_id(text: str) -> str:
         raise argparse.ArgumentTypeError(exc.detail) from None
 
 
+#: the signals that ask a cuelog process to stop: Ctrl-C, a service manager or `timeout`, and
+#: a closed terminal (or a supervisor's reload)
+STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal arrived: raised in the main thread like Ctrl-C's KeyboardInterrupt (so
+    every ``finally`` runs: child processes stopped, files closed)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class _StopSignals:
+    """The process's handler for `STOP_SIGNALS` (see `install_stop_signals`)."""
+
+    def __init__(self) -> None:
+        #: the first stop signal received (None: none yet)
+        self.received: int | None = None
+        self.installed = False
+        self._holding = 0
+        self._held: int | None = None
+
+    def handle(self, signum: int, frame: object) -> None:
+        if self.received is not None:
+            log.info("%s: already stopping", signal.Signals(signum).name)
+            return
+        self.received = signum
+        if self._holding:
+            self._held = signum
+            return
+        raise Stopped(signum)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """A stop signal arriving inside this block is raised when the block ends (starting or
+        stopping a child process is never cut in half, leaving one nobody stops)."""
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+            if not self._holding and self._held is not None:
+                signum, self._held = self._held, None
+                raise Stopped(signum)
+
+
+_stop_signals = _StopSignals()
+
+
+def install_stop_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP raise `Stopped` in the main thread (once: later ones while it
+    stops are logged and ignored, so the clean-up is not cut short). Commands that run an
+    event loop (`run_until_signal`) take the signals over while it runs. Only the main thread
+    can set signal handlers: called from another, this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _stop_signals.received = None
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop_signals.handle)
+    _stop_signals.installed = True
+
+
+def stop_signals_held() -> contextlib.AbstractContextManager[None]:
+    """See `_StopSignals.held`."""
+    return _stop_signals.held()
+
+
 def run_until_signal(
     main: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[], None]
 ) -> int:
-    """Run `main` in a new event loop; SIGINT/SIGTERM call `stop` for a clean shutdown."""
+    """Run `main` in a new event loop; SIGINT, SIGTERM and SIGHUP call `stop` for a clean
+    shutdown (the exit code is 0: a stop asked for is a clean end)."""
+
+    def stop_once(sig: signal.Signals) -> None:
+        log.info("%s: stopping", sig.name)
+        stop()
 
     async def runner() -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop)
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, stop_once, sig)
         await main()
 
     asyncio.run(runner())
+    if _stop_signals.installed:  # the closed loop put the default handlers back
+        install_stop_signals()
     return 0

@@ -1,17 +1,21 @@
 """The ``cuelog`` command: one parser, one logging setup, one error policy.
 
 Exit codes: 0 success, 1 when what it reads or checks is bad (a cuelog error), 2 on a usage
-error, 130 on Ctrl-C. Errors print as one line; ``--log-level debug`` adds the traceback.
+error, 130 on Ctrl-C (128 + the signal for SIGTERM / SIGHUP) when that cut the work short;
+a server stopped by any of them exits 0. Errors print as one line; ``--log-level debug``
+adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable
 
 from eventlog import CuelogError, __version__
+from tools import args as types
 from tools import bench, controller, demo, logs, node, replay, status
 
 log = logging.getLogger("cuelog")
@@ -60,7 +64,10 @@ def run(func: Runner, args: argparse.Namespace) -> int:
             log.exception("failed")
         print(f"{args.prog_name}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP (`types.Stopped`)
+        if isinstance(exc, types.Stopped) and exc.signum != signal.SIGINT:
+            print(f"{args.prog_name}: stopped by {exc}", file=sys.stderr)
+            return exc.exit_code
         print(f"{args.prog_name}: interrupted", file=sys.stderr)
         return 130
 
@@ -74,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args.prog_name = "cuelog"
     node_name = getattr(args, "node_name", None) or getattr(args, "id", None) or "-"
     logs.configure(args.log_level, node=str(node_name))
+    types.install_stop_signals()
     func: Runner = args.func
     return run(func, args)
 

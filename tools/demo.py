@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -37,6 +38,8 @@ CUES = [
     {"id": "cue-3", "node": "node-a", "seconds": 2.0},
     {"id": "cue-4", "node": "node-b", "seconds": 4.0},
 ]
+#: how long stopped children get to end before they are killed
+STOP_GRACE = 10.0
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -99,22 +102,47 @@ def free_port(preferred: int) -> int:
     raise CuelogError("no free loopback port for the gateway")
 
 
+class ChildDied(CuelogError):
+    """A process of the cluster ended while the demo still needed it."""
+
+
 class Cluster:
+    """The demo's processes: started, watched (a child that dies is reported), always
+    stopped (SIGTERM, then SIGKILL after `STOP_GRACE` seconds)."""
+
     def __init__(self, folder: Path, port: int, ws: tuple[str, int]) -> None:
         self.folder = folder
         self.address = f"tcp://127.0.0.1:{port}"
         self.ws = ws
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        #: children the demo killed on purpose (their end is not a failure)
+        self.killed: set[str] = set()
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        logfile = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "tools.cli", *args],
-            stdout=logfile,
-            stderr=subprocess.STDOUT,
-            cwd=os.getcwd(),
-        )
-        logfile.close()
+        with (
+            types.stop_signals_held(),  # a child is never started without being recorded
+            open(self.folder / f"{name}.log", "ab") as logfile,
+        ):
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "tools.cli", *args],
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                cwd=os.getcwd(),
+            )
+            self.killed.discard(name)
+
+    def check(self) -> None:
+        """Raise `ChildDied` if a child ended that should be running."""
+        for name, proc in self.procs.items():
+            code = proc.poll()
+            if code is not None and name not in self.killed:
+                raise ChildDied(
+                    f"{name} exited unexpectedly ({_how(code)}); "
+                    f"its log: {self.folder / name}.log{_last_line(self.folder / f'{name}.log')}"
+                )
+
+    def wait_for(self, what: str, check: Callable[[], bool], timeout: float = 15.0) -> None:
+        wait_for(what, check, timeout, guard=self.check)
 
     def start_controller(self) -> None:
         db = str(self.folder / "controller.db")
@@ -134,27 +162,69 @@ class Cluster:
 
     def kill9(self, name: str) -> None:
         proc = self.procs[name]
+        self.killed.add(name)
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
 
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    def stop(self) -> list[str]:
+        """Stop every child (nodes first, the controller last) and wait for each; return what
+        went wrong (a child that needed SIGKILL, or that ended with an error)."""
+        problems: list[str] = []
+        with types.stop_signals_held():
+            order = [
+                name
+                for name in sorted(self.procs, key=lambda name: name == "controller")
+                if self.procs[name].poll() is None  # one that ended already was reported
+            ]
+            for name in order:
+                self.procs[name].send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE
+            for name in order:
+                proc = self.procs[name]
+                try:
+                    code = proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+                    problems.append(f"{name} did not stop within {STOP_GRACE:g} s: killed")
+                    continue
+                if code != 0:
+                    problems.append(f"{name} ended with {_how(code)}")
+        return problems
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 15.0) -> None:
+def _how(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def _last_line(path: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return f", which ends: {lines[-1].strip()[:300]}"
+    return ""
+
+
+def wait_for(
+    what: str,
+    check: Callable[[], bool],
+    timeout: float = 15.0,
+    guard: Callable[[], None] | None = None,
+) -> None:
+    """Poll `check` until true; `guard` (run each time) raises if waiting is pointless."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if guard is not None:
+            guard()
         with contextlib.suppress(ControllerUnreachable):
             if check():
                 return
         time.sleep(0.05)
+    if guard is not None:
+        guard()
     raise CuelogError(f"demo: timed out after {timeout:g} s waiting for {what}")
 
 
@@ -176,9 +246,18 @@ def run(args: argparse.Namespace) -> int:
     ws = args.ws or ("127.0.0.1", free_port(9190))
     cluster = Cluster(folder, args.port or free_port_pair(), ws)
     try:
-        return play(cluster, folder, args.duration)
+        code = play(cluster, folder, args.duration)
+    except types.Stopped as stop:
+        say(f"{stop}: stopping the cluster")
+        raise
+    except ChildDied:
+        say("a process of the cluster died: stopping the cluster")
+        raise
     finally:
-        cluster.stop()
+        for problem in cluster.stop():
+            say(f"on stop: {problem}")
+        say("cluster stopped")
+    return code
 
 
 def play(cluster: Cluster, folder: Path, duration: float) -> int:
@@ -199,16 +278,16 @@ def play(cluster: Cluster, folder: Path, duration: float) -> int:
         def cue_status(cue_id: str) -> int:
             return int(state()["cues"].get(cue_id, {}).get("status", 0))
 
-        wait_for(
+        cluster.wait_for(
             "both nodes online",
             lambda: all(status()["nodes"].get(n, {}).get("online") for n in NODES),
         )
         say("both nodes online; loading the show (a GO in the same breath is refused)")
         client.submit([command("load", "demo-show", cues=CUES, nodes=list(NODES)), command("go")])
-        wait_for("every node armed", lambda: state()["engine"]["armed"] == "yes")
+        cluster.wait_for("every node armed", lambda: state()["engine"]["armed"] == "yes")
         say("armed: GO cue-1 (node-a)")
         client.submit([command("go")])
-        wait_for("cue-1 played", lambda: cue_status("cue-1") == 100)
+        cluster.wait_for("cue-1 played", lambda: cue_status("cue-1") == 100)
         client.submit(
             [
                 Operation(
@@ -222,22 +301,24 @@ def play(cluster: Cluster, folder: Path, duration: float) -> int:
         )
         say("GO cue-2 (node-b); SIGKILL node-a while it plays")
         client.submit([command("go")])
-        wait_for("cue-2 playing", lambda: 1 <= cue_status("cue-2") <= 99)
+        cluster.wait_for("cue-2 playing", lambda: 1 <= cue_status("cue-2") <= 99)
         cluster.kill9("node-a")
         say("node-a killed (kill -9); restarting it on its replica file")
         cluster.start_node("node-a")
-        wait_for("cue-2 played", lambda: cue_status("cue-2") == 100)
-        wait_for("node-a back in sync", lambda: _caught_up(status(), "node-a"))
+        cluster.wait_for("cue-2 played", lambda: cue_status("cue-2") == 100)
+        cluster.wait_for("node-a back in sync", lambda: _caught_up(status(), "node-a"))
         say("node-a is back and in sync; GO cue-3 (node-a), sent as a UI does: OSC over WebSocket")
         reply = ui_go(cluster.page.replace("http://", "ws://") + "realtime")
         say(f"the gateway answered /reply/engine/command/go {reply}")
-        wait_for("cue-3 played", lambda: cue_status("cue-3") == 100)
+        cluster.wait_for("cue-3 played", lambda: cue_status("cue-3") == 100)
         say("GO cue-4 (node-b), then STOP mid-cue")
         client.submit([command("go")])
-        wait_for("cue-4 playing", lambda: 1 <= cue_status("cue-4") <= 99)
+        cluster.wait_for("cue-4 playing", lambda: 1 <= cue_status("cue-4") <= 99)
         client.submit([command("stop")])
-        wait_for("nodes re-armed", lambda: state()["engine"]["armed"] == "yes")
-        wait_for("every node converged", lambda: all(_caught_up(status(), n) for n in NODES))
+        cluster.wait_for("nodes re-armed", lambda: state()["engine"]["armed"] == "yes")
+        cluster.wait_for(
+            "every node converged", lambda: all(_caught_up(status(), n) for n in NODES)
+        )
         final = status()
         final.pop("k", None)
         print()
@@ -258,13 +339,23 @@ def play(cluster: Cluster, folder: Path, duration: float) -> int:
         print(f"  logs: {folder}/controller.log, {folder}/node-a.log, {folder}/node-b.log")
         if duration:
             say(
-                "cluster running; Ctrl-C to stop"
+                "cluster running; Ctrl-C (or SIGTERM, SIGHUP) stops it"
                 if duration < 0
                 else f"cluster running for {duration:g} s"
             )
-            with contextlib.suppress(KeyboardInterrupt):
-                time.sleep(duration if duration > 0 else 1e9)
+            try:
+                keep_running(cluster, duration)
+            except types.Stopped as stop:  # the way to end a cluster left running: a clean end
+                say(f"{stop}: stopping the cluster")
         return 0 if ok else 1
+
+
+def keep_running(cluster: Cluster, duration: float) -> None:
+    """Wait `duration` seconds (< 0: until a stop signal), watching the children."""
+    deadline = time.monotonic() + duration if duration > 0 else math.inf
+    while time.monotonic() < deadline:
+        cluster.check()
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
 def ui_go(url: str) -> str:
