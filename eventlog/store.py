@@ -219,6 +219,8 @@ class EventLog:
             if not os.path.isdir(os.path.dirname(os.path.abspath(spath))):
                 raise LogFileError(spath, "cannot be opened: its folder does not exist")
             lock = WriterLock.acquire(spath, owner)
+            if not os.path.exists(spath):
+                _orphans_aside(spath, clock())
         try:
             conn = _connect(spath, readonly and not memory)
         except sqlite3.Error as exc:
@@ -313,6 +315,21 @@ class EventLog:
         self._check_role()
         if not self.readonly:
             self._rebuild_state()
+
+    def set_role(self, role: Role) -> None:
+        """Mark the file as a `role` log, whatever it was (`cuelog rebuild` makes a copy of a
+        node's replica the controller's log)."""
+        if role not in ROLES:
+            raise UsageError(f"role must be one of {ROLES}, not {role!r}")
+        with self._lock:
+            self._check_open()
+            if self.readonly:
+                raise UsageError(f"log {self.path} is open read-only")
+            with self._transaction():
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('role', ?)", (role,)
+                )
+            self.role = role
 
     def _check_role(self) -> None:
         want, have = self._want_role, self.role
@@ -667,8 +684,8 @@ class EventLog:
                 self._conn.execute("ROLLBACK")
             self._refresh_head()
             self._rebuild_state()
-        except sqlite3.Error:
-            log.exception("could not re-read %s after a failed append", self.path)
+        except sqlite3.Error as exc:
+            log.error("could not re-read %s after a failed write: %s", self.path, exc)
 
     def _write_snapshot(self, snap: Snapshot) -> None:
         self._conn.execute(
@@ -1056,6 +1073,28 @@ def _remove(path: str) -> None:
     for suffix in _SIDE_FILES:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path + suffix)
+
+
+def _orphans_aside(path: str, now: float) -> None:
+    """A log file deleted while open leaves its WAL (and shm) behind: never let a new log at
+    that path meet them. They are renamed, not deleted (the last commits may be in the WAL)."""
+    stamp = dt.datetime.fromtimestamp(now).strftime("%Y%m%dT%H%M%S")
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            aside = f"{path}{suffix}.orphan-{stamp}"
+            try:
+                os.rename(path + suffix, aside)
+            except OSError as exc:
+                raise LogFileError(
+                    path, f"is missing but {path}{suffix} is there and cannot be moved: {exc}"
+                ) from None
+            log.warning(
+                "%s is missing but its %s was left behind (the log file was deleted while in "
+                "use): set it aside as %s before making a new log there",
+                path,
+                suffix[1:].upper(),
+                aside,
+            )
 
 
 def _ident(path: str) -> tuple[int, int] | None:

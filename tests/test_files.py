@@ -25,9 +25,11 @@ from eventlog import (
     Submission,
     apply,
     digest,
+    fold,
     take,
     validate_operation,
 )
+from replicas.replica_file import ReplicaFile
 from tests.helpers import show_op
 from tools import bench
 
@@ -294,3 +296,105 @@ def test_replay_verify_of_a_log_being_written_never_fails(tmp_path: Path) -> Non
         assert result.stdout.startswith("OK ")
     with EventLog.open(path, readonly=True) as elog:
         assert elog.head > 30_000
+
+
+# ---------------------------------------------------------------------------- a failing replica
+
+
+def _show_events(first: int, last: int, log_id: str) -> list[Event]:
+    return [
+        Event(n, 1.7e9 + n, log_id, validate_operation(show_op(n)), OpId("t", n))
+        for n in range(first, last + 1)
+    ]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _full_disk(elog: EventLog) -> None:
+    """A real SQLITE_FULL: the file may not grow by a single page any more."""
+    pages = elog._conn.execute("PRAGMA page_count").fetchone()[0]
+    elog._conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def _roomy_disk(elog: EventLog) -> None:
+    elog._conn.execute("PRAGMA max_page_count = 1073741823")
+
+
+def test_a_full_replica_disk_is_followed_in_memory_and_caught_up(
+    log_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    elog = EventLog.open(log_path, role="replica", synchronous="NORMAL")
+    store = ReplicaFile(elog, node_id="a", clock=clock)
+    store.reset("L", None)
+    store.append_events(_show_events(1, 100, "L"))
+    _full_disk(elog)
+    everything = _show_events(1, 3000, "L")
+    for first in range(101, 3001, 50):
+        store.append_events(everything[first - 1 : first + 49])  # never raises
+    assert not store.healthy and "full" in (store.problem or "")
+    assert store.head == 3000
+    assert digest(store.state) == digest(fold(everything))
+    assert 100 <= elog.head < 3000  # the file stopped where the disk did
+    said = [r for r in caplog.records if "cannot be written" in r.getMessage()]
+    assert len(said) == 1, "said once"
+    assert store.retry() is False  # not yet due, and the disk is still full
+    clock.now += 5
+    assert store.retry() is False
+    _roomy_disk(elog)
+    clock.now += 5
+    assert store.retry() is True
+    assert store.healthy and elog.head == 3000
+    assert digest(elog.state) == digest(fold(everything))
+    store.append_events(_show_events(3001, 3010, "L"))
+    elog.close()
+    with EventLog.open(log_path, readonly=True) as again:
+        assert [e.seq for e in again.read()] == list(range(1, 3011))
+
+
+def test_a_backlog_past_its_bound_becomes_a_snapshot(log_path: Path) -> None:
+    clock = Clock()
+    elog = EventLog.open(log_path, role="replica", synchronous="NORMAL")
+    store = ReplicaFile(elog, clock=clock, max_backlog_events=300)
+    store.reset("L", None)
+    store.append_events(_show_events(1, 50, "L"))
+    _full_disk(elog)
+    everything = _show_events(1, 2000, "L")
+    for first in range(51, 2001, 50):
+        store.append_events(everything[first - 1 : first + 49])
+    _roomy_disk(elog)
+    clock.now += 5
+    assert store.retry() is True
+    assert elog.head == 2000 and elog.base_seq == 2000  # the same log, from its snapshot
+    assert digest(elog.state) == digest(fold(everything))
+    elog.close()
+
+
+def test_a_resync_while_the_file_fails_sets_the_old_log_aside_later(log_path: Path) -> None:
+    clock = Clock()
+    elog = EventLog.open(log_path, role="replica", synchronous="NORMAL")
+    store = ReplicaFile(elog, clock=clock)
+    store.reset("old", None)
+    store.append_events(_show_events(1, 200, "old"))
+    _full_disk(elog)
+    store.append_events(_show_events(201, 400, "old"))
+    assert not store.healthy
+    store.reset("new", None)  # the controller now holds another log
+    store.append_events(_show_events(1, 30, "new"))
+    assert store.head == 30 and store.log_id == "new"
+    _roomy_disk(elog)
+    clock.now += 5
+    assert store.retry() is True
+    kept = [p for p in log_path.parent.iterdir() if ".log-old." in p.name and p.suffix != ".db-wal"]
+    assert len([p for p in kept if not p.name.endswith(("-wal", "-shm"))]) == 1
+    assert elog.log_id == "new" and elog.head == 30
+    elog.close()
+    aside = next(p for p in kept if not p.name.endswith(("-wal", "-shm")))
+    with EventLog.open(aside, readonly=True) as old:
+        assert old.log_id == "old" and old.head >= 200  # what the file held when it failed
