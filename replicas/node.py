@@ -651,7 +651,8 @@ class NodeReplica:
         failures = 0
         while True:
             if core.controller_log is not None:
-                reply = await self._request(ctx, core.beat())
+                beat = core.beat()
+                reply = await self._request(ctx, beat)
                 if reply is not None and reply.get("rule") == "id-in-use":
                     core.need_hello = True  # another process holds the id now: wait in hello
                     self._fetch_wake.set()
@@ -666,6 +667,11 @@ class NodeReplica:
                         core.need_hello = True
                     elif isinstance(reply.get("head"), int):
                         core.known_head = max(core.known_head, reply["head"])
+                        if reply["head"] < beat["applied"]:
+                            # the controller has less of this log than this replica had when
+                            # it asked (restarted on an older file): the welcome of a new
+                            # hello sets the replica aside and follows the controller
+                            core.need_hello = True
                     if isinstance(reply.get("ts"), int | float):
                         core.on_clock(reply["ts"], time.monotonic())
                     self._after_input()
