@@ -339,7 +339,11 @@ class NodeCommunications(AsyncCommsThread):
     """A node engine's comms: a full replica of the show log plus a safe outbox.
 
     ``command_callback(command_name, value, address)`` runs once per live command, on its own
-    thread, started in seq order. Sends never block on the network: they return a
+    thread, started in seq order. ``restore_callback(state, why)`` (or `set_restore_callback`)
+    tells the engine what to restore: after a ``"start"``, a ``"restart"`` from its replica
+    file or a ``"resync"``, once caught up, with a copy of the state, before any live command
+    of the session fires (history never fires: a ``load`` the node missed is in the state,
+    not in a command). Sends never block on the network: they return a
     `concurrent.futures.Future` of the op's seq (``.result(timeout)`` to wait) and raise
     `OutboxFull` when the controller has not acknowledged too many.
     """
@@ -349,6 +353,7 @@ class NodeCommunications(AsyncCommsThread):
         hub_address: str,
         node_id: str,
         command_callback: Callable[[str, Any, str], Any] | None = None,
+        restore_callback: Callable[[State, str], Any] | None = None,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -359,6 +364,7 @@ class NodeCommunications(AsyncCommsThread):
             NodesHub.Mode.DIALER,
             node_id=node_id,
             command_callback=command_callback,
+            restore_callback=restore_callback,
             **options,
         )
         assert self.nng_hub.replica is not None
@@ -382,6 +388,10 @@ class NodeCommunications(AsyncCommsThread):
 
     def set_command_callback(self, callback: Callable[[str, Any, str], Any]) -> None:
         self.replica.commands.callback = callback
+
+    def set_restore_callback(self, callback: Callable[[State, str], Any] | None) -> None:
+        """See the class; set after the restore went by, it is called at once."""
+        self.replica.set_restore_callback(callback)
 
     def create_all_tasks(self) -> list[asyncio.Task[Any]]:
         return [asyncio.ensure_future(self.nng_hub.start())]

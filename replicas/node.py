@@ -70,6 +70,10 @@ SUBMIT_DEPTH: Final = 1
 FETCH_DEPTH: Final = 3
 
 CommandCallback = Callable[[str, Any, str], Any]
+#: ``restore_callback(state, why)``: see `NodeReplica`
+RestoreCallback = Callable[[State, str], Any]
+#: a restore callback running longer than this is logged (commands wait for it)
+RESTORE_WARN: Final = 5.0
 
 
 class OutboxFull(CuelogError):
@@ -165,6 +169,25 @@ class Outbox:
                 self._sizes.popleft()
 
 
+class _Restore:
+    """A restore waiting in the command queue: the callback, a copy of the state, and why."""
+
+    __slots__ = ("callback", "state", "why")
+
+    def __init__(self, callback: RestoreCallback, state: State, why: str) -> None:
+        self.callback = callback
+        self.state = state
+        self.why = why
+
+    def run(self, extra: dict[str, Any], finished: threading.Event) -> None:
+        try:
+            self.callback(self.state, self.why)
+        except Exception:
+            log.exception("restore callback (%s) failed", self.why, extra=extra)
+        finally:
+            finished.set()
+
+
 class CommandDispatcher:
     """Hands fired commands to the callback, in seq order, off the receive path.
 
@@ -173,13 +196,15 @@ class CommandDispatcher:
     whole cue) holds the next command back for at most `grace` seconds; after that the next
     one starts alongside it (logged), so a STOP can never be stuck behind a playing cue.
     The queue is bounded: a callback stuck for good makes later commands be dropped, loudly.
+    A restore (`push_restore`) takes its place in that order, and the commands after it wait
+    until it has returned.
     """
 
     def __init__(self, node_id: str, grace: float = COMMAND_GRACE) -> None:
         self.node_id = node_id
         self.grace = grace
         self.callback: CommandCallback | None = None
-        self._queue: queue.Queue[Event | None] = queue.Queue(maxsize=COMMAND_QUEUE)
+        self._queue: queue.Queue[Event | _Restore | None] = queue.Queue(maxsize=COMMAND_QUEUE)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=COMMAND_THREADS, thread_name_prefix=f"cuelog-command-{node_id}"
         )
@@ -200,6 +225,18 @@ class CommandDispatcher:
                 extra={"node": self.node_id, "seq": event.seq},
             )
 
+    def push_restore(self, callback: RestoreCallback, state: State, why: str) -> None:
+        """Queue ``callback(state, why)`` behind the commands already queued."""
+        try:
+            self._queue.put_nowait(_Restore(callback, state, why))
+        except queue.Full:
+            log.error(
+                "restore (%s) dropped: %d commands are waiting for the callback",
+                why,
+                COMMAND_QUEUE,
+                extra={"node": self.node_id, "seq": state.seq},
+            )
+
     def close(self) -> None:
         try:
             self._queue.put_nowait(None)
@@ -212,6 +249,10 @@ class CommandDispatcher:
             event = self._queue.get()
             if event is None:
                 return
+            if isinstance(event, _Restore):
+                if not self._restore(event):
+                    return
+                continue
             callback = self.callback
             data = event.op.data or {}
             name = event.op.target
@@ -238,6 +279,26 @@ class CommandDispatcher:
                     extra=extra,
                 )
 
+    def _restore(self, restore: _Restore) -> bool:
+        """Run a restore callback and wait until it returns; False if shutting down."""
+        extra = {"node": self.node_id, "seq": restore.state.seq}
+        finished = threading.Event()
+        log.info("restore (%s) at seq %d", restore.why, restore.state.seq, extra=extra)
+        try:
+            self._pool.submit(restore.run, extra, finished)
+        except RuntimeError:
+            log.warning("restore (%s) not run: shutting down", restore.why, extra=extra)
+            return False
+        started = time.monotonic()
+        while not finished.wait(RESTORE_WARN):
+            log.warning(
+                "restore callback (%s) still running after %.0f s; commands wait for it",
+                restore.why,
+                time.monotonic() - started,
+                extra=extra,
+            )
+        return True
+
     @staticmethod
     def _call(
         callback: CommandCallback,
@@ -256,7 +317,15 @@ class CommandDispatcher:
 
 
 class NodeReplica:
-    """A node: a full replica of the controller's log plus an outbox for its own operations."""
+    """A node: a full replica of the controller's log plus an outbox for its own operations.
+
+    ``restore_callback(state, why)`` tells the engine what it must restore, once per session
+    and after every resync: ``why`` is ``"start"`` (it began empty), ``"restart"`` (it resumed
+    from its own replica file) or ``"resync"`` (its replica was rebuilt from the controller's
+    snapshot, or it held another log). It is called once the replica has caught up, with a
+    copy of the state at that seq, on a command thread, and every live command of the session
+    (a command that arrives while it catches up is held) fires after it has returned.
+    """
 
     def __init__(
         self,
@@ -265,6 +334,7 @@ class NodeReplica:
         *,
         db: str | Path | None = None,
         command_callback: CommandCallback | None = None,
+        restore_callback: RestoreCallback | None = None,
         beat_interval: float = BEAT_INTERVAL,
         request_timeout: float = REQUEST_TIMEOUT,
         outbox_size: int = OUTBOX_SIZE,
@@ -284,6 +354,14 @@ class NodeReplica:
         self.outbox = Outbox(node_id, outbox_size, f"{node_id}/{uuid.uuid4().hex[:12]}")
         self.commands = CommandDispatcher(node_id)
         self.commands.callback = command_callback
+        self.restore_callback = restore_callback
+        #: why the engine must restore once caught up (None: nothing owed)
+        self._restore_owed: str | None = None
+        #: commands to fire once the owed restore is delivered
+        self._held: list[Event] = []
+        self._resyncs_seen = 0
+        #: a restore that found no callback set (`set_restore_callback` delivers it late)
+        self._restore_missed: str | None = None
         self.core: ReplicaCore | None = None
         #: the replica file (with --db): it keeps following in memory if the file fails
         self._file: ReplicaFile | None = None
@@ -413,6 +491,7 @@ class NodeReplica:
             instance=self.outbox.origin,
         )
         self.core.on_applied = self.on_applied
+        self._start_session(resumed=store.head > 0)
         events_addr = protocol.events_address(self.controller)
         req = pynng.Req0(
             recv_max_size=protocol.NNG_MAX_BYTES, reconnect_time_min=100, reconnect_time_max=2000
@@ -501,17 +580,69 @@ class NodeReplica:
             return None, 0
 
     def _fire(self, events: list[Event]) -> None:
+        self._note_resync()
         for event in events:
             if event.op.target == "ping":
                 pong = Operation(OperationType.STATUS, ActionType.UPDATE, self.node_id, "pong", {})
                 with contextlib.suppress(CuelogError):
                     self.outbox.put(pong)
                 continue
+            if self._restore_owed is not None:
+                self._held.append(event)  # fired once the engine has restored
+            else:
+                self.commands.push(event)
+
+    def _start_session(self, resumed: bool) -> None:
+        """A new session of `core`: the engine is owed a restore once it caught up."""
+        assert self.core is not None
+        self._restore_owed = "restart" if resumed else "start"
+        self._resyncs_seen = self.core.resyncs
+        self._held = []
+
+    def _note_resync(self) -> None:
+        core = self.core
+        if core is not None and core.resyncs != self._resyncs_seen:
+            self._resyncs_seen = core.resyncs
+            self._restore_owed = "resync"
+
+    def _deliver_restore(self) -> None:
+        """The replica caught up: queue the owed restore, then the commands held for it."""
+        core = self.core
+        why = self._restore_owed
+        assert core is not None and why is not None
+        self._restore_owed = None
+        callback = self.restore_callback
+        if callback is not None:
+            self._restore_missed = None
+            self.commands.push_restore(callback, core.state.copy(), why)
+        else:
+            self._restore_missed = why
+        held, self._held = self._held, []
+        for event in held:
             self.commands.push(event)
+
+    def set_restore_callback(self, callback: RestoreCallback | None) -> None:
+        """Set (or clear) the restore callback, from any thread. Set after this session's
+        restore went by without one, it is called at once with the state as it is now."""
+        self.restore_callback = callback
+        loop = self._loop
+        if callback is not None and loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._late_restore)
+
+    def _late_restore(self) -> None:
+        why, callback, core = self._restore_missed, self.restore_callback, self.core
+        if why is None or callback is None or core is None or self._restore_owed is not None:
+            return
+        self._restore_missed = None
+        self.commands.push_restore(callback, core.state.copy(), why)
 
     def _after_input(self) -> None:
         core = self.core
         assert core is not None
+        self._note_resync()
+        if core.synced and self._restore_owed is not None:
+            self._deliver_restore()
         if core.synced and not self.synced.is_set():
             log.info("in sync with the controller", extra=self._extra())
             self.synced.set()

@@ -7,6 +7,8 @@ then plays it (``cue/add``, progress at 4 Hz coalesced to 2 Hz, ``cue/remove``);
 ``setnextcue`` moves the pointer; on ``stop`` it stops playing and re-arms. The first node the
 load names reports the show's ``timecode`` once a second while it runs. The cue list comes
 with the load: ``{"value": "<project>", "cues": [{"id", "node", "seconds"}...], "nodes": [...]}``.
+After a start, a restart or a resync (`on_restore`, the node's restore callback) it reloads
+a loaded show from the replica, puts its pointer back on the show's ``nextcue`` and re-arms.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 from typing import Any
 
+from eventlog import State
 from replicas import NodeCommunications
 
 log = logging.getLogger("cuelog.engine")
@@ -33,26 +36,34 @@ class SimulatedEngine:
         self._started: float | None = None
         self._clock_stop = threading.Event()
 
-    def rearm_when_synced(self) -> None:
-        """After a restart: once caught up, report armed again if a show is loaded (a node that
-        left must re-arm before the next GO is accepted; the show may go on from its pointer)."""
+    def on_restore(self, state: State, why: str) -> None:
+        """The restore callback (after a start, a restart or a resync, once caught up, before
+        any live command): with a show loaded, reload it (cue list, players), put the pointer
+        back on the show's next cue and report armed again (a node that left must re-arm
+        before the next GO is accepted; the show goes on from its pointer)."""
+        if not state.engine.get("load"):
+            return
+        with self._lock:
+            self._restore(state)
+            mine = [c["id"] for c in self.cues if c.get("node") == self.node_id]
+        players = state.players.get(self.node_id, {})
+        for player in ["audiomixer_0", *(f"audioplayer_{cue}" for cue in mine)]:
+            if player not in players:
+                self.comms.add_player(player)
+        log.info(
+            "%s with show %r loaded: reloaded %d cues, next %r; re-arming",
+            why,
+            state.engine.get("load"),
+            len(self.cues),
+            self.cues[self.pointer]["id"] if self.pointer < len(self.cues) else "",
+            extra=self._extra(),
+        )
+        self.comms.send_status("armed_ready", {"armed": "yes"})
 
-        def wait() -> None:
-            if not self.comms.wait_synced(None):
-                return
-            engine = self.comms.state.engine
-            if engine.get("load"):
-                with self._lock:
-                    self._restore()
-                log.info("restarted with a show loaded: re-arming", extra=self._extra())
-                self.comms.send_status("armed_ready", {"armed": "yes"})
-
-        threading.Thread(target=wait, name="cuelog-rearm", daemon=True).start()
-
-    def _restore(self) -> None:
-        """The cue list and the pointer, rebuilt from the replica (call with the lock)."""
-        self.cues = self._project_cues()
-        nextcue = self.comms.state.engine.get("nextcue", "")
+    def _restore(self, state: State) -> None:
+        """The cue list and the pointer, rebuilt from `state` (call with the lock)."""
+        self.cues = self._project_cues(state)
+        nextcue = state.engine.get("nextcue", "")
         ids = [c["id"] for c in self.cues]
         self.pointer = ids.index(nextcue) if nextcue in ids else 0
 
@@ -69,8 +80,8 @@ class SimulatedEngine:
         elif name == "setnextcue":
             self._set_next(value)
 
-    def _project_cues(self) -> list[dict[str, Any]]:
-        cmd = self.comms.state.commands.get("load", {})
+    def _project_cues(self, state: State | None = None) -> list[dict[str, Any]]:
+        cmd = (state or self.comms.state).commands.get("load", {})
         cues = (cmd.get("data") or {}).get("cues", [])
         return [c for c in cues if isinstance(c, dict) and isinstance(c.get("id"), str)]
 
@@ -92,8 +103,8 @@ class SimulatedEngine:
 
     def _go(self) -> None:
         with self._lock:
-            if not self.cues:  # restarted mid-show: rebuild the pointer from the replica
-                self._restore()
+            if not self.cues:  # no restore came (a show loaded meanwhile?): from the replica
+                self._restore(self.comms.state)
             enabled = self.comms.state.cue_enabled
             while (
                 self.pointer < len(self.cues)

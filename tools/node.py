@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.simulate:
         engine = SimulatedEngine(comms)
         comms.set_command_callback(engine.on_command)
-        engine.rearm_when_synced()
+        comms.set_restore_callback(engine.on_restore)
     else:
         comms.set_command_callback(
             lambda name, value, address: log.info(
