@@ -60,6 +60,8 @@ APP: Final = "cuelog"
 SCHEMA_VERSION: Final = 2
 DEFAULT_SNAPSHOT_EVERY: Final = 1000
 _MAX_PARAMS: Final = 900
+#: rows fetched at a time by `EventLog.read_rows` when it reads up to a size
+_READ_BATCH: Final = 256
 _TYPES: Final = {t.value: t for t in OperationType}
 _ACTIONS: Final = {a.value: a for a in ActionType}
 _EVENT_COLUMNS: Final = "seq, ts, type, action, sender, target, data, origin, origin_seq"
@@ -913,14 +915,15 @@ class EventLog:
         after: int,
         limit: int,
         max_bytes: int | None = None,
-        measure: Callable[[tuple[Any, ...]], int] | None = None,
+        measure: Callable[[Sequence[tuple[Any, ...]]], int] | None = None,
     ) -> list[tuple[Any, ...]]:
         """Raw rows (``seq, ts, type, action, sender, target, data JSON text, origin,
         origin_seq``) after `after`: the cheap path for streaming history to replicas.
 
-        With `max_bytes` and `measure`, reading stops before the row that would take the sum
-        of ``measure(row)`` past `max_bytes` (the first row is always returned), so a reply
-        of big events never holds more than that in memory."""
+        With `max_bytes` and `measure` (the size of a run of rows, by the caller's measure),
+        it returns the longest run whose size is at most `max_bytes` (at least one row), and
+        reads at most `_READ_BATCH` rows past it: a reply of big events never makes the reader
+        hold much more than the reply."""
         sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
         if max_bytes is None or measure is None:
             return self._rows(sql, (after, limit))
@@ -931,11 +934,22 @@ class EventLog:
             try:
                 cursor = self._conn.execute(sql, (after, limit))
                 try:
-                    for row in cursor:
-                        total += measure(row)
-                        if total > max_bytes and rows:
-                            break
-                        rows.append(row)
+                    while batch := cursor.fetchmany(_READ_BATCH):
+                        size = measure(batch)
+                        if total + size <= max_bytes:
+                            rows += batch
+                            total += size
+                            continue
+                        # the limit falls in this batch: the longest prefix that fits
+                        low, high = 0, len(batch)
+                        while low < high:
+                            mid = (low + high + 1) // 2
+                            if total + measure(batch[:mid]) <= max_bytes:
+                                low = mid
+                            else:
+                                high = mid - 1
+                        rows += batch[: max(low, 0 if rows else 1)]
+                        break
                 finally:
                     cursor.close()
             except sqlite3.DatabaseError as exc:

@@ -428,7 +428,7 @@ class ControllerCore:
                 )
                 return protocol.snapshot_reply(self.log_id, snap, head)
         rows = reader.read_rows(
-            after, max(1, limit), protocol.rows_budget(self.log_id), protocol.row_bytes
+            after, max(1, limit), protocol.rows_budget(self.log_id), protocol.rows_bytes
         )
         return protocol.rows_reply(self.log_id, rows, head, now)
 

@@ -447,3 +447,23 @@ def test_replies_quoting_a_huge_bad_input_still_fit(tmp_path: Path) -> None:
     # a request whose kind is that string: the error reply is one short line too
     bad = protocol.error(f"unknown request kind {op['type']!r}")
     assert len(dumps(bad)) < 1024
+
+
+def test_reading_rows_up_to_a_size_takes_the_longest_run_that_fits() -> None:
+    elog = EventLog.open(":memory:")
+    sizes = [5, 70_000, 300, 12_000, 1, 64_000, 40, 900] * 80
+    ops = [
+        Operation(OperationType.STATUS, ActionType.UPDATE, "n1", f"t{i}", {"b": "y" * n})
+        for i, n in enumerate(sizes)
+        if n < 65_000
+    ]
+    elog.append_batch([Submission(op, OpId("n1/a", i + 1)) for i, op in enumerate(ops)])
+    everything = elog.read_rows(0, 10_000)
+    measure = protocol.rows_bytes
+    for after in (0, 3, 100, len(ops) - 2):
+        for budget in (1, 1000, 13_000, 100_000, 1_000_000, 10**9):
+            rows = elog.read_rows(after, 5000, budget, measure)
+            assert rows == everything[after : after + len(rows)] and rows
+            assert len(rows) == 1 or measure(rows) <= budget
+            more = everything[after : after + len(rows) + 1]
+            assert len(more) == len(rows) or measure(more) > budget
