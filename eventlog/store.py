@@ -27,7 +27,9 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import shutil
 import sqlite3
+import subprocess
 import threading
 import time
 import uuid
@@ -442,6 +444,7 @@ class EventLog:
         snapshot against its digest. About 0.5 s for a 1,000,000-event log in the page cache."""
         if self.path == ":memory:":
             return
+        _read_through(self.path)
         conn = self._conn
         try:
             rows = conn.execute("PRAGMA quick_check(20)").fetchall()
@@ -1109,6 +1112,27 @@ def _orphans_aside(path: str, now: float) -> None:
                 suffix[1:].upper(),
                 aside,
             )
+
+
+def _read_through(path: str) -> None:
+    """Read the file (and its WAL) once, front to back, into the page cache. SQLite's check
+    walks the pages in tree order, one random 4 KiB read at a time: on a cold cache that took
+    3.5 s for a 120 MB log, after one sequential pass (0.2 s) it takes 0.6 s.
+
+    Another process reads it: closing any descriptor of a file drops every POSIX lock this
+    process holds on it, SQLite's included, so cuelog never opens a log file itself."""
+    cat = shutil.which("cat")
+    if cat is None:
+        return
+    files = [name for name in (path, path + "-wal") if os.path.exists(name)]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            [cat, "--", *files],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
 
 
 def _ident(path: str) -> tuple[int, int] | None:
