@@ -481,3 +481,19 @@ def test_reading_rows_up_to_a_size_takes_the_longest_run_that_fits() -> None:
             assert len(rows) == 1 or measure(rows) <= budget
             more = everything[after : after + len(rows) + 1]
             assert len(more) == len(rows) or measure(more) > budget
+
+
+def test_the_replication_simulation_holds_with_tiny_caps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulated network of `tests.test_replication_sim` (lost, duplicated and reordered
+    frames and replies, restarts, log switches, snapshots), with caps so small that every
+    frame and reply is cut after a few events and every snapshot comes in many chunks."""
+    from hypothesis import settings
+    from hypothesis.stateful import run_state_machine_as_test
+
+    from tests.test_replication_sim import SIM_SETTINGS, ReplicationSim
+
+    monkeypatch.setattr(protocol, "MAX_FRAME_BYTES", protocol.ENVELOPE_BYTES + 600)
+    monkeypatch.setattr(protocol, "SNAPSHOT_CHUNK_BYTES", 120)
+    run_state_machine_as_test(
+        ReplicationSim, settings=settings(SIM_SETTINGS, max_examples=SIM_SETTINGS.max_examples)
+    )
