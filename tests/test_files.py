@@ -23,6 +23,7 @@ from eventlog import (
     LogFileError,
     OpId,
     Submission,
+    UsageError,
     apply,
     digest,
     fold,
@@ -31,7 +32,7 @@ from eventlog import (
 )
 from replicas.replica_file import ReplicaFile
 from tests.helpers import show_op
-from tools import bench
+from tools import bench, cli, rebuild
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -398,3 +399,59 @@ def test_a_resync_while_the_file_fails_sets_the_old_log_aside_later(log_path: Pa
     aside = next(p for p in kept if not p.name.endswith(("-wal", "-shm")))
     with EventLog.open(aside, readonly=True) as old:
         assert old.log_id == "old" and old.head >= 200  # what the file held when it failed
+
+
+# ---------------------------------------------------------------------------- rebuild
+
+
+def _replica(path: Path, log_id: str, events: list[Event]) -> Path:
+    with EventLog.open(path, role="replica", snapshot_every=50) as replica:
+        replica.reset(log_id, None)
+        replica.append_events([e._replace(log_id=log_id) for e in events])
+    return path
+
+
+def test_rebuild_takes_the_furthest_replica_and_never_overwrites(tmp_path: Path) -> None:
+    everything = _show_events(1, 300, "L")
+    a = _replica(tmp_path / "a.db", "L", everything[:200])
+    b = _replica(tmp_path / "b.db", "L", everything)
+    target = tmp_path / "ctl.db"
+    summary = rebuild.rebuild([str(a), str(b)], str(target))
+    assert "from " + str(b) in summary and "seqs 1..300" in summary
+    with EventLog.open(target, role="controller", check=True) as elog:
+        assert (elog.log_id, elog.head, elog.role) == ("L", 300, "controller")
+        assert digest(elog.state) == digest(fold(everything))
+    with pytest.raises(UsageError, match="exists"):
+        rebuild.rebuild([str(a)], str(target))
+    rebuild.rebuild([str(a)], str(target), force=True)
+    kept = list(tmp_path.glob("ctl.db.replaced-*"))
+    assert len(kept) == 1
+    with EventLog.open(kept[0], readonly=True) as old:
+        assert old.head == 300  # the file it replaced, intact
+    with EventLog.open(target, readonly=True) as elog:
+        assert elog.head == 200
+
+
+def test_rebuild_refuses_replicas_that_disagree_or_are_damaged(tmp_path: Path) -> None:
+    import sqlite3
+
+    everything = _show_events(1, 300, "L")
+    b = _replica(tmp_path / "b.db", "L", everything)
+    forked = everything[:149] + _show_events(1000, 1050, "L")
+    forked = [e._replace(seq=n) for n, e in enumerate(forked, start=1)]
+    c = _replica(tmp_path / "c.db", "L", forked)
+    with pytest.raises(LogFileError, match="diverges"):
+        rebuild.rebuild([str(b), str(c)], str(tmp_path / "x.db"))
+    other = _replica(tmp_path / "o.db", "M", everything[:10])
+    with pytest.raises(UsageError, match="different logs"):
+        rebuild.rebuild([str(b), str(other)], str(tmp_path / "x.db"))
+    conn = sqlite3.connect(b)
+    conn.execute("DELETE FROM events WHERE seq = 77")
+    conn.commit()
+    conn.close()
+    with pytest.raises(LogFileError, match="not a sound replica: gap"):
+        rebuild.rebuild([str(b)], str(tmp_path / "x.db"))
+    assert not (tmp_path / "x.db").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["rebuild", "--help"])
+    assert exit_info.value.code == 0
