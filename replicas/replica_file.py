@@ -19,7 +19,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from eventlog import CuelogError, Event, EventLog, Snapshot, State, apply, dumps, restore, take
+from eventlog import (
+    CuelogError,
+    Event,
+    EventLog,
+    LogFileError,
+    Snapshot,
+    State,
+    apply,
+    dumps,
+    restore,
+    take,
+)
 
 log = logging.getLogger("cuelog.node")
 
@@ -31,7 +42,8 @@ MAX_BACKLOG_BYTES: Final = 64 * 1024 * 1024
 #: most backlog events written to a recovered file per try (the rest on the next one, soon)
 CATCH_UP_CHUNK: Final = 20_000
 
-_FAILURES = (CuelogError, sqlite3.Error, OSError)
+#: what a failing file raises (a caller's mistake, a `UsageError`, is not one of them)
+_FAILURES = (LogFileError, sqlite3.Error, OSError)
 
 
 class ReplicaFile:
@@ -129,7 +141,7 @@ class ReplicaFile:
         if not elog.closed and (before is None or elog.head == before):
             try:
                 mem = elog.state.copy()
-            except _FAILURES:
+            except (CuelogError, *_FAILURES):
                 mem = None
         if mem is None or (before is not None and mem.seq != before):
             # the file's state cannot be trusted: start empty, the node fetches the log again
@@ -175,7 +187,7 @@ class ReplicaFile:
     def _file_must_keep(self, log_id: str, snapshot: Snapshot | None) -> bool:
         try:
             file_log, file_head = self.elog.log_id, self.elog.head
-        except _FAILURES:
+        except (CuelogError, *_FAILURES):
             return True
         return file_head > 0 and (
             log_id != file_log or snapshot is None or snapshot.seq < file_head
@@ -195,7 +207,7 @@ class ReplicaFile:
             if not self._catch_up(mem):
                 self._next_try = now  # more to write: on the next call
                 return False
-        except _FAILURES as exc:
+        except (CuelogError, *_FAILURES) as exc:
             if str(exc) != self.problem:
                 self.problem = str(exc)
                 log.warning(
@@ -221,7 +233,7 @@ class ReplicaFile:
         """Write what the file misses; True once it holds everything memory does."""
         if self.elog.closed:
             if self._reopen is None:
-                raise CuelogError(f"{self.path}: closed after a failure and cannot be reopened")
+                raise LogFileError(self.path, "closed after a failure and cannot be reopened")
             self.elog = self._reopen()
         elog = self.elog
         if self._aside_due:
@@ -236,7 +248,7 @@ class ReplicaFile:
             self._stale = False
             return True
         if elog.log_id != self.log_id:
-            raise CuelogError(f"{self.path}: holds log {elog.log_id}, not {self.log_id}")
+            raise LogFileError(self.path, f"holds log {elog.log_id}, not {self.log_id}")
         head = elog.head
         pending = [event for event in self._backlog if event.seq > head][:CATCH_UP_CHUNK]
         for start in range(0, len(pending), 1000):
@@ -244,7 +256,7 @@ class ReplicaFile:
         if elog.head < mem.seq and pending:
             return False
         if elog.head != mem.seq:
-            raise CuelogError(f"{self.path}: caught up to seq {elog.head}, memory is at {mem.seq}")
+            raise LogFileError(self.path, f"caught up to seq {elog.head}, memory is at {mem.seq}")
         return True
 
     def describe(self) -> dict[str, Any]:
