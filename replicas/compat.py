@@ -119,7 +119,8 @@ def _track(thread: AsyncCommsThread) -> None:
         if not _hook_registered:
             atexit.register(_stop_all_at_exit)
             _hook_registered = True
-        _running.append(thread)
+        if thread not in _running:
+            _running.append(thread)
 
 
 def _untrack(thread: AsyncCommsThread) -> None:
@@ -183,7 +184,8 @@ class AsyncCommsThread(threading.Thread):
         try:
             super().start()
         except BaseException:
-            _untrack(self)
+            if not self.is_alive():  # (a second start() of a running thread keeps it tracked)
+                _untrack(self)
             raise
 
     def run(self) -> None:
