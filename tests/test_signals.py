@@ -8,7 +8,9 @@ Real processes. The demos run side by side (their show takes ~10 s), each on por
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.cluster import Proc, ipc_address, wait_for
-from tools.demo import free_port, free_port_pair
 
 RUNNING = "[demo] cluster running"
 
@@ -40,10 +41,40 @@ def children(pid: int) -> list[int]:
     return found
 
 
+class Ports:
+    """Free loopback ports below Linux's ephemeral range (32768-60999), never handed out twice:
+    a port from the ephemeral range may be given to some outgoing connection (a node dialing,
+    a client) before the demo's controller binds it."""
+
+    def __init__(self) -> None:
+        self.taken: set[int] = set()
+        self.rng = random.Random()
+
+    def take(self, count: int) -> int:
+        """The first of `count` consecutive free ports."""
+        for _ in range(200):
+            first = self.rng.randrange(20_000, 32_000 - count)
+            span = set(range(first, first + count))
+            if span & self.taken or not all(_free(port) for port in span):
+                continue
+            self.taken |= span
+            return first
+        raise AssertionError("no free loopback ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class Demo:
     """`cuelog demo --duration -1` as a real process; its output collected line by line."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, ports: Ports) -> None:
         self.folder = folder
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
@@ -57,9 +88,9 @@ class Demo:
                 "--dir",
                 str(folder),
                 "--port",
-                str(free_port_pair()),
+                str(ports.take(2)),
                 "--ws",
-                f"127.0.0.1:{free_port(0)}",
+                f"127.0.0.1:{ports.take(1)}",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -78,11 +109,11 @@ class Demo:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    def wait_running(self) -> None:
+    def wait_running(self, marker: str = RUNNING) -> None:
         wait_for(
-            f"the demo in {self.folder} to run its cluster",
+            f"the demo in {self.folder} to say {marker!r}",
             lambda: (
-                any(line.startswith(RUNNING) for line in self.lines) or self.proc.poll() is not None
+                any(line.startswith(marker) for line in self.lines) or self.proc.poll() is not None
             ),
             90,
         )
@@ -105,12 +136,12 @@ class Demo:
 
 @contextmanager
 def demos(tmp_path: Path, names: list[str]) -> Iterator[dict[str, Demo]]:
+    """Demos started side by side (on ports of their own); all killed at the end."""
     started: dict[str, Demo] = {}
+    ports = Ports()
     try:
         for name in names:
-            started[name] = Demo(tmp_path / name)
-        for demo in started.values():
-            demo.wait_running()
+            started[name] = Demo(tmp_path / name, ports)
         yield started
     finally:
         for demo in started.values():
@@ -121,7 +152,11 @@ def test_demo_stops_its_cluster_on_every_stop_signal_and_reports_a_dead_child(
     tmp_path: Path,
 ) -> None:
     signals = {"term": signal.SIGTERM, "int": signal.SIGINT, "hup": signal.SIGHUP}
-    with demos(tmp_path, [*signals, "dies"]) as running:
+    with demos(tmp_path, ["early", *signals, "dies"]) as running:
+        running["early"].wait_running("[demo] both nodes online")  # mid-show
+        running["early"].proc.send_signal(signal.SIGTERM)
+        for name in [*signals, "dies"]:
+            running[name].wait_running()
         for name, sig in signals.items():
             running[name].proc.send_signal(sig)
         # a child that dies while the cluster runs: the demo notices, says so, stops the rest
@@ -145,6 +180,14 @@ def test_demo_stops_its_cluster_on_every_stop_signal_and_reports_a_dead_child(
                 log = (demo.folder / f"{child}.log").read_text(errors="replace")
                 ending = "controller stopped" if child == "controller" else "node stopped"
                 assert ending in log, f"{child} did not stop cleanly: {log}"
+
+        # stopped mid-show: the show was cut short (128 + SIGTERM), the cluster stopped all the same
+        early = running["early"]
+        code = early.finish()
+        out = early.output()
+        assert code == 128 + signal.SIGTERM, out
+        assert "[demo] SIGTERM: stopping the cluster" in out and "[demo] cluster stopped" in out
+        assert not [pid for pid in early.kids if alive(pid)], out
 
         code = dying.finish()
         out = dying.output()
