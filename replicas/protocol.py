@@ -41,10 +41,12 @@ seqs, ts, digest), always under ``ENVELOPE_BYTES`` (4 KiB).
   controller keeps the last snapshot it served in memory so chunks do not re-read the file.
   The ``state`` request (tools) answers in the same chunks when the state is over
   ``MAX_FRAME_BYTES``.
-- **Replies with text**: an ``error`` reply's text and each refused op's error strings in an
-  ``acks`` reply are clipped to ``MAX_ERROR_CHARS`` (160) characters, so an ``acks`` for
-  ``MAX_SUBMIT_OPS`` refused ops stays under ~12 MiB whatever the request held (an error
-  may quote the input: a quoted 4 MiB field would otherwise come back 4 times larger).
+- **Replies with text**: an error may quote the input (a quoted 4 MiB field would come back
+  four times larger: escapes, twice). Each refused op's error strings in an ``acks`` reply
+  are clipped to ``MAX_ERROR_CHARS`` (160) characters: an ``acks`` for ``MAX_SUBMIT_OPS``
+  refused ops is then at most 5000 x (3 x 160 x 6 + 256) bytes, under 16 MiB even if every
+  character needed a 6-byte escape (~3.7 MB when they are ASCII). An ``error`` reply's text
+  is clipped to ``MAX_ERROR_REPLY_CHARS`` (1024): at most 6 KiB.
 - **The rest** (``welcome``, ``ok``, ``hb``, ``status`` for ``MAX_NODES`` nodes) are bounded by
   ids of at most 128 characters: well under 2 MiB.
 """
@@ -94,8 +96,10 @@ MAX_EVENT_BYTES: Final = (
 MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
 #: Encoded state bytes per ``snapshot`` (or chunked ``state``) reply; base64 makes it 4 MiB.
 SNAPSHOT_CHUNK_BYTES: Final = 3 * 1024 * 1024
-#: Longest error text (characters) a reply carries.
+#: Longest error text (characters) of one refused op in an ``acks`` reply.
 MAX_ERROR_CHARS: Final = 160
+#: Longest text (characters) of an ``error`` reply.
+MAX_ERROR_REPLY_CHARS: Final = 1024
 
 if not (
     MAX_EVENT_BYTES + ENVELOPE_BYTES <= MAX_FRAME_BYTES <= NNG_MAX_BYTES
@@ -193,7 +197,7 @@ def clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
 
 
 def error(text: str, rule: str = "bad-request", **extra: Any) -> dict[str, Any]:
-    return {"k": "error", "error": clip(text), "rule": rule, **extra}
+    return {"k": "error", "error": clip(text, MAX_ERROR_REPLY_CHARS), "rule": rule, **extra}
 
 
 def compact(event: Event) -> dict[str, Any]:
