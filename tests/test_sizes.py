@@ -24,6 +24,7 @@ import pytest
 from eventlog import (
     MAX_DATA_BYTES,
     ActionType,
+    Event,
     EventLog,
     Operation,
     OperationType,
@@ -49,6 +50,7 @@ from tests.cluster import (
     status,
     wait_for,
 )
+from tests.helpers import LOG_ID
 
 #: characters costing 1, 3, 2 (an escaped quote), 6 (an escaped control character) and 4 bytes
 FILLS = ("x", "\u20ac", '"', "\x01", "\U0001f600")
@@ -497,3 +499,20 @@ def test_the_replication_simulation_holds_with_tiny_caps(monkeypatch: pytest.Mon
     run_state_machine_as_test(
         ReplicationSim, settings=settings(SIM_SETTINGS, max_examples=SIM_SETTINGS.max_examples)
     )
+
+
+def test_one_event_is_never_bigger_than_the_bound_the_caps_are_built_on() -> None:
+    """The costliest valid event (every string at its longest, in its costliest characters,
+    the largest numbers): its frame encoding and its stored row's bound are within
+    ``MAX_EVENT_BYTES``, and the row bound is never under the real encoding."""
+    big = 2**63 - 1
+    data = biggest_data(big, "\x01")
+    op = Operation(OperationType.STATUS, ActionType.UPDATE, "\U0001f600" * 128, '"' * 512, data)
+    event = Event(big, -1.7976931348623157e308, LOG_ID, op, OpId(WORST_ORIGIN, big))
+    encoded = len(dumps(protocol.compact(event)))
+    assert encoded <= protocol.MAX_EVENT_BYTES
+    text = dumps(data).decode()
+    row: tuple[Any, ...] = (big, event.ts, "status", "update", op.sender, op.target, text)
+    row += (WORST_ORIGIN, big)
+    in_reply = protocol.rows_reply(LOG_ID, [row], big, 0.0)["events"][0]
+    assert encoded == len(dumps(in_reply)) <= protocol.rows_bytes([row]) <= protocol.MAX_EVENT_BYTES
