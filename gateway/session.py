@@ -193,6 +193,8 @@ class Session:
     sent: int = 0
     #: commands sent to the log and not answered yet (the shell counts them)
     in_flight: int = 0
+    #: the last seq this client was told (by a dump's markers or ``/engine/status/seq``)
+    seq_told: int = -1
     #: when the client asked for /engine/sync lately
     syncs: deque[float] = field(default_factory=deque)
     #: the frame-rate token bucket: tokens left and when it was last filled
@@ -296,7 +298,6 @@ class GatewayCore:
         self._locked: dict[str, float] = {}
         self._full_cache: tuple[tuple[int, int], list[tuple[str, Value]]] | None = None
         self._extra_version = 0
-        self._seq_told = view.seq
         #: when set, every command from a client is refused with this reason (replay mode)
         self.read_only: str | None = None
         self.stats = {"resyncs": 0, "drops": 0, "commands": 0, "bad_frames": 0}
@@ -350,7 +351,7 @@ class GatewayCore:
         session._clear(keep_replies=True)
         session.held.clear()
         session.queue.append(_Dump(items, self.view.seq, self.log_id, kind))
-        session.synced = self.view.seq
+        session.synced = session.seq_told = self.view.seq
 
     # ------------------------------------------------------------------ the stream
 
@@ -467,22 +468,24 @@ class GatewayCore:
         return woken
 
     def tick_seq(self) -> bool:
-        """Once a second: queue ``/engine/status/seq`` for everyone if anything changed."""
-        if self.view.seq == self._seq_told:
-            return False
-        self._seq_told = self.view.seq
-        frame = osc.encode(SEQ, self.view.seq)
+        """Once a second: queue ``/engine/status/seq`` for every client whose picture moved
+        since it was last told. A client still holding a coalesced value is told later:
+        resuming from that seq would skip the held change."""
+        seq = self.view.seq
+        frame: bytes | None = None
         for session in self.sessions.values():
-            # a session still holding a coalesced value is not told the seq yet: resuming
-            # from it would skip the held change
             if (
                 session.watching
                 and session.dropped is None
                 and session.synced is not None
+                and session.seq_told != seq
                 and not session.held
             ):
+                if frame is None:
+                    frame = osc.encode(SEQ, seq)
                 session._push(frame)
-        return True
+                session.seq_told = seq
+        return frame is not None
 
     # ------------------------------------------------------------------ input
 

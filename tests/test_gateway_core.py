@@ -481,3 +481,18 @@ def test_a_client_flooding_frames_is_dropped_and_a_fader_drag_is_not() -> None:
     while core.admit_frame(heavy, now, 87_000) and frames < 1000:
         frames += 1
     assert frames < 20  # big frames cost more: decoding grows with their bytes
+
+
+def test_a_client_holding_a_value_is_told_the_seq_once_it_has_it() -> None:
+    core = core_with(cmd(1, "load", "show", cues=["c1"]))
+    session = core.connect("127.0.0.1")
+    drain(session)
+    core.on_events([make_event(2, "cue", "add", "n1", "c1", {"id": "c1", "offset": "0"})], 0.0)
+    core.on_events([make_event(3, "cue", "update", "n1", "c1", {"percentage": 50})], 0.01)
+    drain(session)
+    assert core.tick_seq() is False  # 50 % is held: resuming from seq 3 would skip it
+    core.on_timer(0.3)
+    assert drain(session) == [("/engine/status/cue/c1", (50,))]
+    assert core.tick_seq() is True
+    assert drain(session) == [(SEQ, (3,))]
+    assert core.tick_seq() is False  # told once
