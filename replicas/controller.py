@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import queue
 import threading
@@ -191,6 +192,8 @@ class Controller:
         self.stats = {"commits": 0, "events": 0, "requests": 0, "bad_requests": 0}
         #: what is wrong with this controller's log, shown by `cuelog status` (oldest first)
         self.problems: list[str] = []
+        #: what `cuelog status` should warn about (not a fault: exit code unchanged)
+        self.warnings: list[str] = []
         #: set once the log file is deleted or replaced: from then on nothing is acknowledged
         self.file_problem: str | None = None
         self._ahead_seen: set[tuple[str, int]] = set()
@@ -265,6 +268,13 @@ class Controller:
                 self.db,
                 extra={"node": "controller", "seq": elog.head},
             )
+            if beyond_loopback(self.listen):
+                self.warnings = [
+                    f"listening on {self.listen}, beyond loopback, and nodes prove nothing: any "
+                    "machine that reaches it can read the show and submit as any node; keep the "
+                    "show network closed to other gear"
+                ]
+                log.warning(self.warnings[0], extra={"node": "controller", "seq": elog.head})
             self.ready.set()
             async with asyncio.TaskGroup() as tasks:
                 for _ in range(WORKERS):
@@ -470,6 +480,8 @@ class Controller:
     def _with_problems(self, status: dict[str, Any]) -> dict[str, Any]:
         if self.problems:
             status["problems"] = list(self.problems)
+        if self.warnings:
+            status["warnings"] = list(self.warnings)
         return status
 
     def _problem(self, text: str) -> None:
@@ -735,6 +747,20 @@ def close_all(contexts: list[Any], *sockets: Any) -> None:
     contexts.clear()
     for sock in sockets:
         sock.close()
+
+
+def beyond_loopback(address: str) -> bool:
+    """Whether a listen address can be reached from other machines (tcp on a non-loopback
+    address; ipc and inproc stay on this one)."""
+    if not address.startswith("tcp://"):
+        return False
+    host = address[len("tcp://") :].rpartition(":")[0].strip("[]")
+    if host in ("localhost", ""):
+        return host == ""
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a host name: assume it is reachable
 
 
 def _pipe_id(pipe: Any) -> int | None:

@@ -113,3 +113,27 @@ def test_a_stall_of_the_controller_is_not_counted_against_the_nodes() -> None:
     core.stalled(10.0, 11.2)
     assert core.tick(11.2) == [], "the node was never silent while the controller ran"
     assert [s.op.target for s in core.tick(14.1)] == ["node_left"], "real silence still counts"
+
+
+@pytest.mark.parametrize(
+    ("address", "exposed"),
+    [
+        ("tcp://127.0.0.1:9093", False),
+        ("tcp://[::1]:9093", False),
+        ("tcp://localhost:9093", False),
+        ("ipc:///tmp/x.ipc", False),
+        ("inproc://x", False),
+        ("tcp://0.0.0.0:9093", True),
+        ("tcp://10.0.0.5:9093", True),
+        ("tcp://show-controller:9093", True),
+    ],
+)
+def test_a_listen_address_beyond_loopback_is_warned_about(address: str, exposed: bool) -> None:
+    from replicas.controller import beyond_loopback
+    from tools.status import render
+
+    assert beyond_loopback(address) is exposed
+    shown = render(
+        {"log_id": "l", "head_seq": 0, "digest": "", "nodes": {}, "warnings": ["open to all"]}
+    )
+    assert "WARNING  open to all" in shown

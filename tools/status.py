@@ -65,6 +65,8 @@ def render(status: dict[str, Any]) -> str:
         lines.append("(no node has checked in)")
     for problem in status.get("problems", []):
         lines.append(f"PROBLEM  {problem}")
+    for warning in status.get("warnings", []):
+        lines.append(f"WARNING  {warning}")
     return "\n".join(lines)
 
 
