@@ -29,7 +29,7 @@ import hmac
 import ipaddress
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -679,9 +679,6 @@ class GatewayCore:
 
     def command_failed(self, submit: Submit, error: str) -> None:
         self.answer(submit.session, submit.reply_to, "error", error=error)
-
-    def watchers(self) -> Iterable[Session]:
-        return (s for s in self.sessions.values() if s.has_output())
 
 
 def _reply(status: str, seq: int | None = None, error: str | None = None) -> str:
