@@ -1,7 +1,9 @@
 """A small blocking client for the controller's request channel (tools, demos, scripts).
 
 It speaks the same protocol as a node (`replicas.protocol`) but keeps no replica: ``status``,
-``state`` and ``submit`` with op ids so a retry after a timeout is safe.
+``state`` and ``submit`` with op ids so a retry after a timeout is safe. Before it submits as a
+node it says ``hello`` as that node on its connection, with an op-id origin of its own
+(``<node>/<unique>``): the controller takes submits only from the connection that did.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pynng
 from eventlog import CuelogError, Operation, dumps, loads, validate_operation
 from eventlog.state import digest_bytes
 from replicas import protocol
+from replicas.showkey import ShowKey, diagnose, secure
 
 
 class ControllerUnreachable(CuelogError):
@@ -23,16 +26,20 @@ class ControllerUnreachable(CuelogError):
 class ControllerClient:
     """Blocking requests to a controller. Use as a context manager; close() frees the socket."""
 
-    def __init__(self, address: str, *, timeout: float = 2.0, origin: str = "client") -> None:
+    def __init__(self, address: str, *, timeout: float = 2.0, key: ShowKey | None = None) -> None:
         protocol.check_address(address)
-        self.address = address
+        self.address = address = secure(address, key)
+        self._key = key
         self.timeout = timeout
-        self.origin = f"{origin}/{uuid.uuid4().hex[:12]}"
+        self._unique = uuid.uuid4().hex[:12]
         self._counter = 0
+        #: the node this connection said hello as (submits are taken only as that node)
+        self._session: str | None = None
         self._sock = pynng.Req0(
             recv_timeout=int(timeout * 1000),
             send_timeout=int(timeout * 1000),
             recv_max_size=protocol.NNG_MAX_BYTES,
+            **({} if key is None else {"tls_config": key.client()}),
         )
         self._sock.dial(address, block=False)
 
@@ -50,9 +57,10 @@ class ControllerClient:
             self._sock.send(dumps(msg))
             raw = self._sock.recv()
         except pynng.Timeout:
+            why = diagnose(self.address, self._key, min(self.timeout, 2.0))
             raise ControllerUnreachable(
                 f"no answer from the controller at {self.address} within {self.timeout:g} s: "
-                "is it running, and is the address right (--controller)?"
+                + (why or "is it running, and is the address right (--controller)?")
             ) from None
         return protocol.decode(raw, limit=protocol.NNG_MAX_BYTES)
 
@@ -88,26 +96,45 @@ class ControllerClient:
             return {"k": "state", "log": log_id, "seq": seq, "digest": dig, "state": loads(data)}
         raise CuelogError("the state kept changing while it was being read; try again")
 
+    def origin(self, node: str) -> str:
+        """The op-id origin of this client's ops as `node`."""
+        return f"{node}/{self._unique}"
+
+    def hello(self, node: str) -> None:
+        """Say hello as `node` on this connection (done by `submit` when needed)."""
+        reply = self.request({"k": "hello", "node": node, "inst": self.origin(node)})
+        if reply.get("k") != "welcome":
+            self._session = None
+            raise CuelogError(f"the controller refused hello as {node}: {reply.get('error')}")
+        self._session = node
+
     def submit(
         self, ops: list[Operation], node: str = "operator", retries: int = 3
     ) -> list[dict[str, Any]]:
-        """Append `ops`; returns one result per op (``{"seq": n}`` or an error dict)."""
+        """Append `ops` as `node` (every op's sender must be `node`); returns one result per
+        op (``{"seq": n}`` or an error dict)."""
         wire = []
         for op in ops:
             self._counter += 1
             item = validate_operation(op).to_wire()
-            item["op_id"] = [self.origin, self._counter]
+            item["op_id"] = [self.origin(node), self._counter]
             wire.append(item)
         msg = {"k": "submit", "node": node, "ops": wire}
         for attempt in range(retries + 1):
             try:
+                if self._session != node:
+                    self.hello(node)
                 reply = self.request(msg)
             except ControllerUnreachable:
                 if attempt == retries:
                     raise
+                self._session = None  # a new connection may answer the retry
                 continue
             if reply.get("k") == "acks":
                 results: list[dict[str, Any]] = reply["results"]
                 return results
+            if reply.get("rule") == "hello-first" and attempt < retries:
+                self._session = None  # reconnected since the hello: say it again
+                continue
             raise CuelogError(f"controller refused the submit: {reply.get('error')}")
         raise ControllerUnreachable(self.address)

@@ -13,6 +13,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import logging
+import os
 import sys
 import threading
 import time
@@ -28,6 +29,7 @@ import pynng  # noqa: F401
 
 from eventlog import ActionType, Operation, OperationType, State, validate_operation
 from eventlog.operation import wire_form
+from replicas.showkey import KEY_ENV, ShowKey
 
 if TYPE_CHECKING:
     from replicas.controller import Controller
@@ -299,6 +301,9 @@ class NodesHub:
         self._on_operation_received: dict[OperationType, Callable[..., Any]] | None = None
         self.controller: Controller | None = None
         self.replica: NodeReplica | None = None
+        if "key" not in options and os.environ.get(KEY_ENV):
+            # engine code written against the seed passes no key: the environment names it
+            options["key"] = ShowKey.load(os.environ[KEY_ENV])
         if mode is NodesHub.Mode.LISTENER:
             self.controller = Controller(
                 db if db is not None else ":memory:", hub_address, **options

@@ -54,6 +54,7 @@ from replicas.sequencer import (
     ControllerCore,
     Prepared,
 )
+from replicas.showkey import ShowKey, secure
 
 log = logging.getLogger("cuelog.controller")
 
@@ -166,11 +167,15 @@ class Controller:
         synchronous: Synchronous = "FULL",
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         node_operation_callback: OperationCallbacks | None = None,
+        key: ShowKey | None = None,
     ) -> None:
         protocol.check_address(listen)
         self.db = str(db)
-        self.listen = listen
-        self.events_listen = protocol.events_address(listen)
+        #: with a show key, peers must prove they hold it (TLS); the sockets use `secure`'s
+        #: ``tls+tcp://`` form of the address
+        self.key = key
+        self.listen = secure(listen, key)
+        self.events_listen = protocol.events_address(self.listen)
         self.node_timeout = node_timeout
         self.snapshot_every = snapshot_every
         self.tail_limit = tail_limit
@@ -236,8 +241,9 @@ class Controller:
         for listener in self.listeners:
             listener.on_open(elog.log_id, elog.state.copy())
         runner = CallbackRunner(lambda: self.callbacks, "cuelog-callbacks")
-        rep = pynng.Rep0(recv_max_size=protocol.NNG_MAX_BYTES)
-        pub = pynng.Pub0(send_buffer_size=1024)
+        tls = {} if self.key is None else {"tls_config": self.key.server()}
+        rep = pynng.Rep0(recv_max_size=protocol.NNG_MAX_BYTES, **tls)
+        pub = pynng.Pub0(send_buffer_size=1024, **tls)
         contexts: list[Any] = []
         try:
             try:
@@ -268,11 +274,22 @@ class Controller:
                 self.db,
                 extra={"node": "controller", "seq": elog.head},
             )
-            if beyond_loopback(self.listen):
+            if self.key is not None:
+                log.info(
+                    "only peers holding show key %s (%s) are admitted",
+                    self.key.fingerprint,
+                    self.key.path.name,
+                    extra={"node": "controller", "seq": elog.head},
+                )
+                if self.key.warning:
+                    self.warnings.append(self.key.warning)
+                    log.warning(self.key.warning, extra={"node": "controller", "seq": elog.head})
+            elif beyond_loopback(self.listen):
                 self.warnings = [
-                    f"listening on {self.listen}, beyond loopback, and nodes prove nothing: any "
-                    "machine that reaches it can read the show and submit as any node; keep the "
-                    "show network closed to other gear"
+                    f"listening on {self.listen}, beyond loopback, with no show key: any "
+                    "machine that reaches it can read the show and submit as any node that is "
+                    "not connected; give every machine a key (cuelog keygen FILE, then --key "
+                    "FILE everywhere)"
                 ]
                 log.warning(self.warnings[0], extra={"node": "controller", "seq": elog.head})
             self.ready.set()
@@ -337,8 +354,9 @@ class Controller:
             if kind == "submit":
                 if self.file_problem is not None:
                     return protocol.error(self.file_problem, "log-file")
-                prepared = core.prepare_submit(msg)
-                chain = core.chain(msg)
+                pipe_id = _pipe_id(pipe)
+                prepared = core.prepare_submit(msg, pipe_id, time.monotonic())
+                chain = core.chain(msg, pipe_id)
                 if chain is not None and not core.in_order(chain[0], chain[1], chain[3]):
                     return await self._park(chain, prepared)
                 return await self._admit(prepared, chain)
@@ -383,7 +401,7 @@ class Controller:
                 exc,
                 extra={"node": "controller", "seq": core.head},
             )
-            return protocol.error(str(exc))
+            return protocol.error(str(exc), getattr(exc, "rule", "bad-request"))
 
     def _admit_nowait(
         self,
@@ -482,6 +500,7 @@ class Controller:
             status["problems"] = list(self.problems)
         if self.warnings:
             status["warnings"] = list(self.warnings)
+        status["key"] = self.key.fingerprint if self.key is not None else None
         return status
 
     def _problem(self, text: str) -> None:
@@ -752,9 +771,10 @@ def close_all(contexts: list[Any], *sockets: Any) -> None:
 def beyond_loopback(address: str) -> bool:
     """Whether a listen address can be reached from other machines (tcp on a non-loopback
     address; ipc and inproc stay on this one)."""
-    if not address.startswith("tcp://"):
+    scheme = next((p for p in ("tcp://", "tls+tcp://") if address.startswith(p)), None)
+    if scheme is None:
         return False
-    host = address[len("tcp://") :].rpartition(":")[0].strip("[]")
+    host = address[len(scheme) :].rpartition(":")[0].strip("[]")
     if host in ("localhost", ""):
         return host == ""
     try:
@@ -764,9 +784,13 @@ def beyond_loopback(address: str) -> bool:
 
 
 def _pipe_id(pipe: Any) -> int | None:
+    """The id of the connection a request came on; None only for calls from this process
+    (no pipe), which are trusted: a pipe that cannot be read is never taken for one."""
+    if pipe is None:
+        return None
     with contextlib.suppress(Exception):
         return int(pipe.id)
-    return None
+    return 0
 
 
 def _peer(pipe: Any) -> str:

@@ -34,6 +34,7 @@ from eventlog import (
     Operation,
     OperationType,
     State,
+    ValidationError,
     check_node_id,
     dumps,
     validate_operation,
@@ -44,6 +45,7 @@ from replicas.nngio import guarded
 from replicas.protocol import ProtocolError
 from replicas.replica import DEFAULT_MAX_COMMAND_AGE, MemoryStore, ReplicaCore, ReplicaStore
 from replicas.replica_file import ReplicaFile
+from replicas.showkey import ShowKey, diagnose, secure
 
 log = logging.getLogger("cuelog.node")
 
@@ -115,6 +117,13 @@ class Outbox:
             op = validate_operation(op)
         future: concurrent.futures.Future[int] = concurrent.futures.Future()
         with self._lock:
+            if op.sender != self.node_id:
+                raise ValidationError(
+                    "sender",
+                    "not-yours",
+                    f"node {self.node_id} submits as itself: the sender must be "
+                    f"{self.node_id}, not {op.sender}",
+                )
             if len(self._items) >= self.maxsize:
                 raise OutboxFull(
                     f"node {self.node_id}: {len(self._items)} operations are waiting for the "
@@ -341,11 +350,14 @@ class NodeReplica:
         max_command_age: float = DEFAULT_MAX_COMMAND_AGE,
         cue_status_hz: float = 2.0,
         submit_depth: int = SUBMIT_DEPTH,
+        key: ShowKey | None = None,
     ) -> None:
         protocol.check_address(controller)
         self.submit_depth = max(1, submit_depth)
         self.node_id = check_node_id(node_id)  # one rule for ids: raises ValidationError
-        self.controller = controller
+        #: with a show key the node dials with TLS and proves it holds the key
+        self.key = key
+        self.controller = secure(controller, key)
         self.db = None if db is None else str(db)
         self.beat_interval = beat_interval
         self.request_timeout = request_timeout
@@ -375,6 +387,11 @@ class NodeReplica:
         self._reachable = False
         #: said once: another live process holds this node id
         self._id_refused = False
+        #: why the controller could not be reached, last time that was looked into ("" if not)
+        self.unreachable_why = ""
+        #: set while this connection's hello was welcomed (the controller takes submits
+        #: only from a connection that said hello); cleared when it says otherwise
+        self._welcomed: asyncio.Event | None = None
         self.started = threading.Event()
         self.synced = threading.Event()
         #: called on the node's loop with each batch of applied events (set before `run`)
@@ -476,6 +493,7 @@ class NodeReplica:
         self._loop = asyncio.get_running_loop()
         self._fetch_wake = asyncio.Event()
         self._outbox_wake = asyncio.Event()
+        self._welcomed = asyncio.Event()
         loop = self._loop
         wake = self._outbox_wake
 
@@ -493,14 +511,19 @@ class NodeReplica:
         self.core.on_applied = self.on_applied
         self._start_session(resumed=store.head > 0)
         events_addr = protocol.events_address(self.controller)
+        tls = {} if self.key is None else {"tls_config": self.key.client()}
         req = pynng.Req0(
-            recv_max_size=protocol.NNG_MAX_BYTES, reconnect_time_min=100, reconnect_time_max=2000
+            recv_max_size=protocol.NNG_MAX_BYTES,
+            reconnect_time_min=100,
+            reconnect_time_max=2000,
+            **tls,
         )
         sub = pynng.Sub0(
             recv_max_size=protocol.NNG_MAX_BYTES,
             recv_buffer_size=1024,
             reconnect_time_min=100,
             reconnect_time_max=2000,
+            **tls,
         )
         sub.subscribe(b"")
         contexts: list[Any] = []
@@ -599,6 +622,14 @@ class NodeReplica:
         self._resyncs_seen = self.core.resyncs
         self._held = []
 
+    def _need_hello(self) -> None:
+        """Say hello again before anything else (a new connection, or the id changed hands)."""
+        if self.core is not None:
+            self.core.need_hello = True
+        if self._welcomed is not None:
+            self._welcomed.clear()
+        self._fetch_wake.set()
+
     def _note_resync(self) -> None:
         core = self.core
         if core is not None and core.resyncs != self._resyncs_seen:
@@ -656,7 +687,7 @@ class NodeReplica:
         while True:
             if core.need_hello:
                 reply = await self._request(ctx, core.hello())
-                if reply is not None and reply.get("rule") == "id-in-use":
+                if reply is not None and reply.get("rule") in ("id-in-use", "origin-in-use"):
                     if not self._id_refused:
                         self._id_refused = True
                         log.error(
@@ -675,6 +706,8 @@ class NodeReplica:
                     log.warning("bad welcome: %s", exc, extra=self._extra())
                     continue
                 backoff = 0.1
+                if self._welcomed is not None:
+                    self._welcomed.set()
                 self._after_input()
             fetch = core.next_fetch()
             if fetch is None:
@@ -784,9 +817,10 @@ class NodeReplica:
             if core.controller_log is not None:
                 beat = core.beat()
                 reply = await self._request(ctx, beat)
-                if reply is not None and reply.get("rule") == "id-in-use":
-                    core.need_hello = True  # another process holds the id now: wait in hello
-                    self._fetch_wake.set()
+                if reply is not None and reply.get("rule") in _HELLO_RULES:
+                    # another process holds the id now (wait in hello), or this is a new
+                    # connection, which must say hello before it beats or submits
+                    self._need_hello()
                 elif reply is None or reply.get("k") != "ok":
                     failures += 1
                     if failures == 2:
@@ -824,6 +858,10 @@ class NodeReplica:
         sent = 0  # items from the head of the outbox that are in flight
         wake = self._outbox_wake
         while True:
+            if not inflight and self._welcomed is not None and not self._welcomed.is_set():
+                with contextlib.suppress(TimeoutError):  # submits wait for the hello
+                    async with asyncio.timeout(1.0):
+                        await self._welcomed.wait()
             while free:
                 found = self.outbox.next_submit(self.node_id, sent)
                 if found is None:
@@ -856,6 +894,8 @@ class NodeReplica:
             retry = reply is None or (
                 reply.get("k") == "error" and reply.get("rule") in _RETRY_RULES
             )
+            if reply is not None and reply.get("rule") in _HELLO_RULES:
+                self._need_hello()
             if not retry:
                 assert reply is not None
                 backoff = 0.05
@@ -871,7 +911,7 @@ class NodeReplica:
                 if later is not None and later.get("k") == "acks":
                     _settle_acks(items2, later)
             sent = 0
-            if reply is None or reply.get("rule") != "out-of-order":
+            if reply is None or reply.get("rule") not in ("out-of-order", "hello-first"):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
 
@@ -893,12 +933,16 @@ class NodeReplica:
                 )
                 quiet_until = now + interval
             elif not connected and now >= quiet_until and now - started > 0.5:
+                why = await asyncio.to_thread(diagnose, self.controller, self.key)
+                self.unreachable_why = why
                 log.warning(
-                    "controller %s not reachable; still trying (next note in %.0f s)",
+                    "controller %s not reachable%s; still trying (next note in %.0f s)",
                     self.controller,
+                    f": {why}" if why else "",
                     interval,
                     extra=self._extra(),
                 )
+                now = time.monotonic()
                 quiet_until = now + interval
                 interval = min(interval * 2, 30.0)
             self._reachable = connected
@@ -921,7 +965,9 @@ def _chain(
 
 
 #: error rules after which a submit is simply sent again
-_RETRY_RULES: Final = frozenset({"stopping", "commit", "out-of-order"})
+_RETRY_RULES: Final = frozenset({"stopping", "commit", "out-of-order", "hello-first"})
+#: error rules that mean this connection must say hello (again) first
+_HELLO_RULES: Final = frozenset({"id-in-use", "hello-first", "origin-in-use"})
 
 
 def _settle_acks(items: list[Any], reply: dict[str, Any]) -> None:

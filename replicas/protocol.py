@@ -115,17 +115,26 @@ REQUEST_KINDS: Final = frozenset({"hello", "submit", "fetch", "beat", "status", 
 
 
 class ProtocolError(InputError):
-    """A peer sent something that breaks the protocol."""
+    """A peer sent something that breaks the protocol. `rule` names it in the error reply."""
+
+    def __init__(self, text: str, rule: str = "bad-request") -> None:
+        super().__init__(text)
+        self.rule = rule
 
 
 def events_address(address: str) -> str:
     """The event stream's address, derived from the controller address.
 
     ``tcp://host:9093`` -> ``tcp://host:9094``; ``ipc:///tmp/x.ipc`` -> ``ipc:///tmp/x.ipc.events``;
-    ``inproc://name`` -> ``inproc://name.events``.
+    ``inproc://name`` -> ``inproc://name.events``; ``tls+tcp://`` (a show key) as ``tcp://``.
     """
-    if address.startswith("tcp://"):
-        host, sep, port = address[6:].rpartition(":")
+    for scheme in ("tcp://", "tls+tcp://"):
+        if address.startswith(scheme):
+            break
+    else:
+        scheme = ""
+    if scheme:
+        host, sep, port = address[len(scheme) :].rpartition(":")
         if not sep or not port.isdigit():
             raise ValueError(f"{address!r} has no port: use tcp://HOST:PORT")
         number = int(port)
@@ -133,7 +142,7 @@ def events_address(address: str) -> str:
             raise ValueError(
                 f"{address!r}: the port must be 1..65534 (the next one carries events)"
             )
-        return f"tcp://{host}:{number + 1}"
+        return f"{scheme}{host}:{number + 1}"
     if address.startswith(("ipc://", "inproc://")):
         return address + ".events"
     raise ValueError(f"{address!r} is not a tcp://HOST:PORT, ipc://PATH or inproc://NAME address")

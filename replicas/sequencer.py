@@ -11,6 +11,9 @@ Rules it never breaks:
 - Invalid operations are answered with their validation error and never appended; the valid
   operations of the same request still are.
 - Nodes cannot append ``node_joined``/``node_left``: only liveness does.
+- No peer speaks for another: a connection submits and beats only as the node it said
+  ``hello`` as, with that hello's op-id origin (``inst``) in every op id and that node as every
+  op's sender. An origin is held by one live connection at a time (`_origin_held`).
 - Memory stays bounded: the digest and commit-time rings and the node table have fixed caps;
   history is read back from the log file.
 """
@@ -42,6 +45,7 @@ from eventlog import (
     digest,
     validate_submission,
 )
+from eventlog.operation import MAX_ORIGIN_LEN
 from replicas import protocol
 from replicas.protocol import MAX_FRAME_EVENTS, MAX_SUBMIT_OPS, ProtocolError
 
@@ -106,6 +110,26 @@ class NodeInfo:
     conflict: str = ""
 
 
+@dataclass(slots=True)
+class Session:
+    """What one connection proved at ``hello``: the node it speaks as and its op-id origin."""
+
+    node: str
+    inst: str
+    pipe: int
+    #: the last request seen on this connection (monotonic clock)
+    last_seen: float
+
+
+def check_inst(node: str, inst: str) -> str:
+    """A hello's ``inst`` (the op-id origin its connection will use): ``<node>/<unique>``."""
+    if not (len(node) + 1 < len(inst) <= MAX_ORIGIN_LEN and inst.startswith(node + "/")):
+        raise ProtocolError(
+            f"'inst' must be '{node}/' and a unique part, at most {MAX_ORIGIN_LEN} characters"
+        )
+    return inst
+
+
 def _node_op(target: str, node: str) -> Submission:
     return Submission(
         Operation(OperationType.STATUS, ActionType.UPDATE, CONTROLLER, target, {"node": node})
@@ -144,6 +168,10 @@ class ControllerCore:
         self._commit_ts: list[float] = []
         #: per origin, the highest origin_seq admitted to the commit queue (LRU-bounded)
         self._origin_hw: OrderedDict[str, int] = OrderedDict()
+        #: per open connection (NNG pipe id), the session its hello opened; and per op-id
+        #: origin, the connection that holds it. Both shrink when connections close.
+        self.sessions: dict[int, Session] = {}
+        self._origin_pipe: dict[str, int] = {}
         head = elog.head
         self._head = head
         self._remember(head, digest(elog.state), now)
@@ -206,14 +234,25 @@ class ControllerCore:
 
     # ---------------------------------------------------------------- submit / commit
 
-    def prepare_submit(self, msg: dict[str, Any]) -> Prepared:
-        """Validate a ``submit`` request. Raises `ProtocolError` if the request itself is bad."""
+    def prepare_submit(
+        self, msg: dict[str, Any], pipe: int | None = None, mono: float = 0.0
+    ) -> Prepared:
+        """Validate a ``submit`` request. Raises `ProtocolError` if the request itself is bad.
+
+        `pipe` is the connection it came on (None: the caller is in this process and trusted):
+        it must have said hello as the submit's node, and every op id must use that hello's
+        origin and every op that node as its sender."""
         node = protocol.node_id(msg)
         raw_ops = protocol.field(msg, "ops", list)
         if len(raw_ops) > MAX_SUBMIT_OPS:
             raise ProtocolError(
                 f"a submit carries at most {MAX_SUBMIT_OPS} operations, this one {len(raw_ops)}"
             )
+        session = self.session_of(node, pipe, mono)
+        if session is not None:  # the process holding the id (by its beats) is the one
+            refused = self.claim(node, {"inst": session.inst}, mono, pipe)
+            if refused is not None:
+                raise ProtocolError(refused["error"], refused["rule"])
         subs: list[Submission] = []
         errors: list[dict[str, Any] | None] = []
         for raw in raw_ops:
@@ -229,6 +268,19 @@ class ControllerCore:
                 if sub.op.type is OperationType.STATUS and sub.op.target in RESERVED_TARGETS:
                     raise ValidationError(
                         "target", "reserved", f"{sub.op.target} is appended by the controller only"
+                    )
+                if session is not None and sub.op_id.origin != session.inst:
+                    raise ProtocolError(
+                        f"this connection said hello as {node} with origin {session.inst}: "
+                        f"op ids of origin {sub.op_id.origin} are not its to submit",
+                        "not-yours",
+                    )
+                if session is not None and sub.op.sender != node:
+                    raise ValidationError(
+                        "sender",
+                        "not-yours",
+                        f"node {node} submits as itself: the sender must be {node}, "
+                        f"not {sub.op.sender}",
                     )
             except ValidationError as exc:
                 # clipped: an error may quote the input, and the acks must fit a node's socket
@@ -250,7 +302,9 @@ class ControllerCore:
 
     # ---------------------------------------------------------------- per-origin order
 
-    def chain(self, msg: dict[str, Any]) -> tuple[str, int, int, bool] | None:
+    def chain(
+        self, msg: dict[str, Any], pipe: int | None = None
+    ) -> tuple[str, int, int, bool] | None:
         """A submit's place in its origin's sequence: ``(origin, prev, last, head)``.
 
         A node with several submits in flight says which origin_seq must already be admitted
@@ -262,6 +316,13 @@ class ControllerCore:
         if not isinstance(raw, dict):
             raise ProtocolError("'chain' must be an object")
         origin = protocol.field(raw, "origin", str)
+        session = self.sessions.get(pipe) if pipe is not None else None
+        if pipe is not None and (session is None or session.inst != origin):
+            raise ProtocolError(
+                f"this connection may not chain ops of origin {origin}: it holds "
+                f"{session.inst if session else 'none (say hello first)'}",
+                "not-yours",
+            )
         prev = protocol.field(raw, "prev", int)
         last = protocol.field(raw, "last", int)
         head = protocol.field(raw, "head", bool)
@@ -341,9 +402,19 @@ class ControllerCore:
         self, msg: dict[str, Any], now: float, mono: float | None = None, pipe: int | None = None
     ) -> dict[str, Any]:
         node = protocol.node_id(msg)
-        refused = self.claim(node, msg, now if mono is None else mono, pipe)
+        seen = now if mono is None else mono
+        inst = protocol.field(msg, "inst", str, optional=True) or None  # "": none
+        if inst is not None:
+            check_inst(node, inst)
+        refused = None
+        if pipe is not None and inst is not None:
+            refused = self._origin_held(node, inst, pipe, seen)
+        if refused is None:
+            refused = self.claim(node, msg, seen, pipe)
         if refused is not None:
             return refused
+        if pipe is not None and inst is not None:
+            self._open_session(node, inst, pipe, seen)
         their_log = protocol.field(msg, "log", str, optional=True)
         after = protocol.field(msg, "after", int, optional=True) or 0
         head = self.head
@@ -458,6 +529,12 @@ class ControllerCore:
         applied: int = protocol.field(msg, "applied", int)
         dig: str = protocol.field(msg, "digest", str)
         their_log = protocol.field(msg, "log", str, optional=True)
+        session = self.session_of(node, pipe, seen)
+        if session is not None and msg.get("inst") != session.inst:
+            raise ProtocolError(
+                f"this connection said hello with origin {session.inst}; a beat must carry it",
+                "not-yours",
+            )
         refused = self.claim(node, msg, seen, pipe)
         if refused is not None:
             return refused, []
@@ -578,6 +655,57 @@ class ControllerCore:
         info.last_seen = max(info.last_seen, mono)  # the new holder is live from now on
         return None
 
+    def _origin_held(self, node: str, inst: str, pipe: int, mono: float) -> dict[str, Any] | None:
+        """None if connection `pipe` may hold op-id origin `inst`, else the error reply: another
+        live connection holds it (an impostor that read the origin from the log, or a replayed
+        hello). A holder whose connection closed, or silent for the node timeout, gives it up."""
+        holder = self._origin_pipe.get(inst)
+        held = self.sessions.get(holder) if holder is not None else None
+        if held is None or holder == pipe or mono - held.last_seen > self.node_timeout:
+            return None
+        log.error(
+            "a connection claims origin %s of node %s while another live connection holds "
+            "it: refused (an impostor, or a replayed hello)",
+            inst,
+            node,
+            extra={"node": node, "seq": "-"},
+        )
+        return protocol.error(
+            f"origin {inst} is held by another live connection: a process says hello with "
+            "its own origin once per connection",
+            "origin-in-use",
+        )
+
+    def _open_session(self, node: str, inst: str, pipe: int, mono: float) -> None:
+        holder = self._origin_pipe.get(inst)
+        if holder is not None and holder != pipe:
+            self.sessions.pop(holder, None)  # it gave the origin up (`_origin_held`)
+        old = self.sessions.get(pipe)
+        if old is not None and old.inst != inst and self._origin_pipe.get(old.inst) == pipe:
+            del self._origin_pipe[old.inst]
+        self.sessions[pipe] = Session(node, inst, pipe, mono)
+        self._origin_pipe[inst] = pipe
+
+    def session_of(self, node: str, pipe: int | None, mono: float) -> Session | None:
+        """The session a request from connection `pipe` on behalf of `node` runs in (None for
+        callers in this process, `pipe` None). Raises `ProtocolError` (rule ``hello-first``
+        or ``not-yours``) when that connection did not say hello as `node`."""
+        if pipe is None:
+            return None
+        session = self.sessions.get(pipe)
+        if session is None:
+            raise ProtocolError(
+                f"say hello (with 'inst') on this connection before speaking for {node}",
+                "hello-first",
+            )
+        if session.node != node:
+            raise ProtocolError(
+                f"this connection said hello as {session.node}; it cannot speak for {node}",
+                "not-yours",
+            )
+        session.last_seen = mono
+        return session
+
     def _hold(self, info: NodeInfo, msg: dict[str, Any], pipe: int | None) -> None:
         inst = msg.get("inst")
         if isinstance(inst, str) and inst and not info.instance:
@@ -589,6 +717,9 @@ class ControllerCore:
         for info in self.nodes.values():
             if info.pipe == pipe:
                 info.pipe = None
+        session = self.sessions.pop(pipe, None)
+        if session is not None and self._origin_pipe.get(session.inst) == pipe:
+            del self._origin_pipe[session.inst]
 
     def stalled(self, gap: float, now: float) -> None:
         """The controller itself did not run for `gap` seconds (stopped, or its host was; the

@@ -34,8 +34,24 @@ def live(tmp_path: Path) -> Iterator[tuple[str, ControllerThread]]:
         yield addr, ctl
 
 
-def ask(addr: str, raw: bytes) -> dict[str, Any]:
+#: the session `ask` opens: node n1, whose ops carry this origin
+HELLO = {"k": "hello", "node": "n1", "inst": "n1/test"}
+
+
+def say_hello(sock: pynng.Req0) -> None:
+    def welcomed() -> bool:
+        sock.send(orjson.dumps(HELLO))
+        return bool(orjson.loads(sock.recv()).get("k") == "welcome")
+
+    wait_for("a hello as n1", welcomed, 5)
+
+
+def ask(addr: str, raw: bytes, hello: bool = True) -> dict[str, Any]:
+    """Send `raw` on a new connection, after a hello as n1 (a submit needs one). The last
+    connection may still hold the origin for a moment after it closed: the hello is retried."""
     with pynng.Req0(dial=addr, recv_timeout=5000, send_timeout=5000) as sock:
+        if hello:
+            say_hello(sock)
         sock.send(raw)
         reply: dict[str, Any] = orjson.loads(sock.recv())
         return reply
@@ -247,6 +263,7 @@ def test_a_submit_that_overtakes_its_predecessor_waits_for_it(
     assert head(ctl) == 0
     # sent in order from the head, both land, in order
     with pynng.Req0(dial=addr, recv_timeout=5000) as sock:
+        say_hello(sock)
         later = sock.new_context()
         earlier = sock.new_context()
         later.send(submit(3, 2, head=False))  # overtakes

@@ -96,17 +96,25 @@ def largest_submits(ops: list[Operation], origin: str) -> list[list[dict[str, An
     return batches
 
 
-def submit(address: str, wires: list[dict[str, Any]]) -> list[int]:
-    with ControllerClient(address, timeout=60.0, origin="sizes") as client:
-        reply = client.request({"k": "submit", "node": SENDER, "ops": wires})
+def submit(
+    address: str, wires: list[dict[str, Any]], client: ControllerClient | None = None
+) -> list[int]:
+    """Submit `wires` as one request, on a connection that said hello with their origin."""
+    if client is None:
+        with ControllerClient(address, timeout=60.0) as own:
+            return submit(address, wires, own)
+    hello = client.request({"k": "hello", "node": SENDER, "inst": wires[0]["op_id"][0]})
+    assert hello.get("k") == "welcome", hello
+    reply = client.request({"k": "submit", "node": SENDER, "ops": wires})
     assert reply.get("k") == "acks", reply
     seqs = [result["seq"] for result in reply["results"]]
     return seqs
 
 
 def submit_all(address: str, ops: list[Operation]) -> None:
-    for wires in largest_submits(ops, "sizes/1"):
-        submit(address, wires)
+    with ControllerClient(address, timeout=60.0) as client:
+        for wires in largest_submits(ops, f"{SENDER}/1"):
+            submit(address, wires, client)
 
 
 def same_log(ctl_db: Path, replica_db: Path) -> None:
@@ -255,7 +263,7 @@ def _gate_submit(addr: str) -> None:
 
 def _one_big_submit(addr: str, k: int) -> None:
     ops = [biggest_op(1000 * k + i) for i in range(80)]
-    wires = largest_submits(ops, f"big{k}/1")[0]
+    wires = largest_submits(ops, f"{SENDER}/big{k}")[0]
     assert len(wires) >= 55
     seqs = submit(addr, wires)
     assert len(seqs) == len(wires)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -13,6 +14,7 @@ from typing import Any, Final
 
 from eventlog import ValidationError, check_node_id
 from replicas import protocol
+from replicas.showkey import KEY_ENV, KeyFileError, ShowKey, load_optional, secure
 
 log = logging.getLogger("cuelog")
 
@@ -167,3 +169,29 @@ def run_until_signal(
     if _stop_signals.installed:  # the closed loop put the default handlers back
         install_stop_signals()
     return 0
+
+
+def add_key(parser: argparse.ArgumentParser, who: str) -> None:
+    """``--key FILE``: the show key (default: $CUELOG_KEY)."""
+    parser.add_argument(
+        "--key",
+        metavar="FILE",
+        default=os.environ.get(KEY_ENV) or None,
+        help=f"the show key ({who}); made once with `cuelog keygen FILE` and copied to every "
+        f"machine. With it, tcp:// addresses use TLS and only holders of the key connect. "
+        f"Default: ${KEY_ENV}, else none",
+    )
+
+
+def load_key(args: argparse.Namespace, *addresses: str) -> ShowKey | None:
+    """The key named by ``--key`` (None without one), checked against `addresses`; raises
+    `KeyFileError` (one line, exit 1) for a bad file or an address a key cannot protect."""
+    key = load_optional(args.key)
+    for addr in addresses:
+        try:
+            secure(addr, key)
+        except ValueError as exc:
+            raise KeyFileError(str(exc)) from None
+    if key is not None and key.warning:
+        log.warning(key.warning)
+    return key

@@ -607,7 +607,7 @@ class _Load:
         """Every 1/`LOAD_BATCHES_S` s, submit what is due; a submit that waited for a slow
         commit is followed by a bigger one (up to two batches), so the rate mostly holds."""
         per = max(1, self.rate // LOAD_BATCHES_S)
-        with ControllerClient(self.address, timeout=5.0, origin=LOAD_NODE) as client:
+        with ControllerClient(self.address, timeout=5.0) as client:
             self.started = start = time.monotonic()
             while not self.stop.is_set():
                 due = int((time.monotonic() - start) * self.rate) - self.sent

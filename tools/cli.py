@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from eventlog import CuelogError, __version__
 from tools import args as types
-from tools import bench, controller, demo, logs, node, rebuild, replay, status
+from tools import bench, controller, demo, keygen, logs, node, rebuild, replay, status
 
 log = logging.getLogger("cuelog")
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cuelog {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
-    for module in (controller, node, status, demo, bench, rebuild):
+    for module in (controller, node, status, demo, bench, rebuild, keygen):
         child = module.add_parser(sub)
         add_common(child)
     rp = sub.add_parser(

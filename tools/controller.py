@@ -31,6 +31,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="ADDR",
         help=f"where nodes connect (default {DEFAULT_LISTEN}; a rig uses tcp://0.0.0.0:9093)",
     )
+    types.add_key(parser, "nodes and tools must hold it")
     parser.add_argument(
         "--node-timeout",
         type=types.positive_float,
@@ -106,9 +107,11 @@ def run(args: argparse.Namespace) -> int:
         role="controller",
         owner={"what": "cuelog controller", "listen": args.listen},
     ).close()
+    key = types.load_key(args, args.listen)
     controller = Controller(
         args.db,
         args.listen,
+        key=key,
         node_timeout=args.node_timeout,
         snapshot_every=args.snapshot_every,
         tail_limit=args.tail_limit,

@@ -31,6 +31,8 @@ from replicas.client import ControllerClient, ControllerUnreachable
 from tools import args as types
 from tools.status import render
 
+#: the node id the demo's scripted operator submits its commands as
+OPERATOR = "operator"
 NODES = ("node-a", "node-b")
 CUES = [
     {"id": "cue-1", "node": "node-a", "seconds": 2.0},
@@ -230,7 +232,7 @@ def wait_for(
 
 def command(name: str, value: Any = None, **extra: Any) -> Operation:
     data = {"value": value, "address": f"/engine/command/{name}", **extra}
-    return Operation(OperationType.COMMAND, ActionType.UPDATE, "controller", name, data)
+    return Operation(OperationType.COMMAND, ActionType.UPDATE, OPERATOR, name, data)
 
 
 def say(text: str) -> None:
@@ -266,7 +268,7 @@ def play(cluster: Cluster, folder: Path, duration: float) -> int:
     say(f"status page: {cluster.page}  (UIs: ws://{cluster.page[7:]}realtime)")
     for node in NODES:
         cluster.start_node(node)
-    with ControllerClient(cluster.address, timeout=2.0, origin="operator") as client:
+    with ControllerClient(cluster.address, timeout=2.0) as client:
 
         def status() -> dict[str, Any]:
             return client.status()

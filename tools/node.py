@@ -31,6 +31,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="the controller's address, e.g. tcp://127.0.0.1:9093",
     )
     parser.add_argument("--db", metavar="PATH", help="keep the replica in this log file")
+    types.add_key(parser, "the controller's")
     parser.add_argument(
         "--simulate",
         action="store_true",
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     if args.db:
         # a bad file, the controller's log, or one another process writes: one clear line
         EventLog.open(args.db, synchronous="NORMAL", role="replica").close()
-    comms = NodeCommunications(args.controller, args.id, db=args.db)
+    key = types.load_key(args, args.controller)
+    comms = NodeCommunications(args.controller, args.id, db=args.db, key=key)
     if args.simulate:
         engine = SimulatedEngine(comms)
         comms.set_command_callback(engine.on_command)

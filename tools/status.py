@@ -29,6 +29,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help=f"the controller's address (default {DEFAULT_LISTEN})",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object")
+    types.add_key(parser, "the controller's")
     parser.add_argument(
         "--timeout",
         type=types.positive_float,
@@ -45,6 +46,7 @@ def render(status: dict[str, Any]) -> str:
         f"log      {status['log_id']}",
         f"head     {status['head_seq']}",
         f"digest   {status['digest']}",
+        f"key      {status.get('key') or 'none (any peer that reaches it is admitted)'}",
         "",
         f"{'node':<16} {'online':<7} {'applied':>8} {'lag ev':>7} {'lag s':>7}  digest",
     ]
@@ -71,7 +73,8 @@ def render(status: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    with ControllerClient(args.controller, timeout=args.timeout) as client:
+    key = types.load_key(args, args.controller)
+    with ControllerClient(args.controller, timeout=args.timeout, key=key) as client:
         status = client.status()
     status.pop("k", None)
     print(dumps(status).decode() if args.json else render(status))
