@@ -53,13 +53,14 @@ from eventlog.operation import (
     validate_submission,
 )
 from eventlog.reducer import apply
+from eventlog.showtz import local_zone_name
 from eventlog.snapshot import Snapshot, restore, take
 from eventlog.state import State
 
 log = logging.getLogger("cuelog.store")
 
 APP: Final = "cuelog"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 DEFAULT_SNAPSHOT_EVERY: Final = 1000
 _MAX_PARAMS: Final = 900
 #: rows fetched at a time by `EventLog.read_rows` when it reads up to a size
@@ -67,6 +68,12 @@ _READ_BATCH: Final = 256
 _TYPES: Final = {t.value: t for t in OperationType}
 _ACTIONS: Final = {a.value: a for a in ActionType}
 _EVENT_COLUMNS: Final = "seq, ts, type, action, sender, target, data, origin, origin_seq"
+#: what appends write: the event, and why the reducer recorded it as a no-op (NULL: applied;
+#: schema 3 on; older rows say NULL too, see `EventLog.records_noops`)
+_WRITE_COLUMNS: Final = _EVENT_COLUMNS + ", noop"
+#: `EventLog.events_where`'s reason for a row written before reasons were recorded
+NOT_RECORDED: Final = "(not recorded: the file predates recorded reasons)"
+_INSERT_EVENTS: Final = f"INSERT INTO events ({_WRITE_COLUMNS}) VALUES ({', '.join('?' * 10)})"
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 #: what a log file is for: the controller's log, or a node's replica of one
@@ -103,7 +110,7 @@ def _row_to_event(row: Sequence[Any], log_id: str) -> Event:
     return Event(seq, ts, log_id, op, OpId(origin, origin_seq))
 
 
-def _event_to_row(event: Event) -> tuple[Any, ...]:
+def _event_to_row(event: Event, noop: str | None = None) -> tuple[Any, ...]:
     op = event.op
     return (
         event.seq,
@@ -115,6 +122,7 @@ def _event_to_row(event: Event) -> tuple[Any, ...]:
         None if op.data is None else dumps(op.data).decode(),
         event.op_id.origin,
         event.op_id.origin_seq,
+        noop,
     )
 
 
@@ -298,7 +306,8 @@ class EventLog:
             )
         if not meta.get("log_id"):
             raise LogFileError(self.path, "is damaged: its meta has no log_id")
-        if version < SCHEMA_VERSION:
+        if version < SCHEMA_VERSION and not (self.readonly and version >= 2):
+            # schema 2 is read as it is (replay of an older copy); older ones need migrating
             if self.readonly:
                 raise LogFileError(
                     self.path,
@@ -315,10 +324,30 @@ class EventLog:
         self.base_seq = int(meta.get("base_seq", "0"))
         self.created = float(meta.get("created", "0"))
         self.role = meta.get("role")
+        #: the show's time zone (`eventlog.showtz`), recorded when the log was made; None for
+        #: a file from before zones were recorded
+        self.show_tz: str | None = meta.get("tz")
+        #: the first seq whose row says why the reducer made it a no-op (``noop``); None when
+        #: the file records none (schema 2, read as it is)
+        self.noops_from: int | None = None
+        if version >= 3:
+            self.noops_from = int(meta.get("noops_from", "1"))
         self._refresh_head()
         self._check_role()
         if not self.readonly:
             self._rebuild_state()
+
+    def set_show_tz(self, name: str) -> None:
+        """Record the show's time zone (a replica takes its controller's)."""
+        with self._lock:
+            self._check_open()
+            if self.readonly or name == self.show_tz or not 0 < len(name) <= 64:
+                return
+            with self._transaction():
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('tz', ?)", (name,)
+                )
+            self.show_tz = name
 
     def set_role(self, role: Role) -> None:
         """Mark the file as a `role` log, whatever it was (`cuelog rebuild` makes a copy of a
@@ -367,6 +396,7 @@ class EventLog:
             db.table("meta").create({"key": str, "value": str}, pk="key")
             self._create_v1_events()
             self._create_v2_parts()
+            self._create_v3_parts()
             db.table("meta").insert_all(
                 [
                     {"key": "app", "value": APP},
@@ -374,6 +404,7 @@ class EventLog:
                     {"key": "log_id", "value": log_id or str(uuid.uuid4())},
                     {"key": "created", "value": repr(self._clock())},
                     {"key": "base_seq", "value": "0"},
+                    {"key": "tz", "value": local_zone_name()},
                     *([{"key": "role", "value": self._want_role}] if self._want_role else []),
                 ]
             )
@@ -405,6 +436,9 @@ class EventLog:
         )
         self._db.table("events").create_index(["ts"], index_name="events_ts")
 
+    def _create_v3_parts(self) -> None:
+        self._conn.execute("ALTER TABLE events ADD COLUMN noop TEXT")
+
     def _migrate(self, version: int) -> None:
         log.info("migrating %s from log schema %d to %d", self.path, version, SCHEMA_VERSION)
         with self._transaction():
@@ -412,6 +446,13 @@ class EventLog:
                 self._create_v2_parts()
                 self._conn.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('base_seq', '0')"
+                )
+            if version < 3:
+                self._create_v3_parts()
+                last = self._conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('noops_from', ?)",
+                    (str((last or 0) + 1),),
                 )
             self._conn.execute(
                 "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
@@ -665,12 +706,12 @@ class EventLog:
                 events.append(event)
                 seqs.append(head)
             if events:
-                conn.executemany(
-                    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [_event_to_row(e) for e in events],
-                )
-                state = self._state
+                state = self._state  # rebuilt by `_recover_after_failure` if this fails
                 reasons = [apply(state, event) for event in events]
+                conn.executemany(
+                    _INSERT_EVENTS,
+                    [_event_to_row(e, r) for e, r in zip(events, reasons, strict=True)],
+                )
                 if state.seq - self._last_snapshot_seq >= self.snapshot_every:
                     self._write_snapshot(take(state, ts))
                     snapped = True
@@ -746,11 +787,11 @@ class EventLog:
             state = self._state
             try:
                 with self._transaction():
-                    self._conn.executemany(
-                        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [_event_to_row(e) for e in events],
-                    )
                     reasons = [apply(state, event) for event in events]
+                    self._conn.executemany(
+                        _INSERT_EVENTS,
+                        [_event_to_row(e, r) for e, r in zip(events, reasons, strict=True)],
+                    )
                     if state.seq - self._last_snapshot_seq >= self.snapshot_every:
                         self._write_snapshot(take(state, events[-1].ts))
                         self._last_snapshot_seq = state.seq
@@ -991,6 +1032,35 @@ class EventLog:
             except DecodeError as exc:
                 raise LogFileError(self.path, f"is damaged: {exc}") from None
 
+    def events_where(
+        self, where: str, params: Sequence[Any] = (), limit: int | None = None
+    ) -> list[tuple[Event, str | None]]:
+        """Events matching an SQL condition on the ``events`` columns (``seq, ts, type,
+        action, sender, target, data, origin, origin_seq``), in seq order, each with why the
+        reducer made it a no-op: the reason, ``None`` when applied, or `NOT_RECORDED` for
+        rows written before the file recorded reasons (see `noops_from`). Read-only use."""
+        noop = "noop" if self.noops_from is not None else "NULL"
+        sql = f"SELECT {_EVENT_COLUMNS}, {noop} FROM events WHERE {where} ORDER BY seq"
+        args = list(params)
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        first = self.noops_from
+        out: list[tuple[Event, str | None]] = []
+        try:
+            for row in self._rows(sql, args):
+                event = _row_to_event(row[:9], self.log_id)
+                known = first is not None and event.seq >= first
+                out.append((event, row[9] if known else NOT_RECORDED))
+        except DecodeError as exc:
+            raise LogFileError(self.path, f"is damaged: {exc}") from None
+        return out
+
+    def select(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows of a read query on the file (tables ``meta``, ``events``, ``snapshots``): for
+        summaries (`replay info`). A damaged file is a `LogFileError` naming it."""
+        return self._rows(sql, params)
+
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run a read query; a damaged file becomes a `LogFileError` naming it."""
         with self._lock:
@@ -1068,8 +1138,11 @@ class EventLog:
 
     def seq_at_time(self, ts: float) -> int:
         """The last seq committed at or before wall-clock time `ts` (0 if none)."""
-        row = self._rows("SELECT MAX(seq) FROM events WHERE ts <= ?", (ts,))[0]
-        return int(row[0]) if row[0] is not None else self.base_seq
+        # through the ts index (a MAX(seq) over the range would read every row before it)
+        rows = self._rows(
+            "SELECT seq FROM events WHERE ts <= ? ORDER BY ts DESC, seq DESC LIMIT 1", (ts,)
+        )
+        return int(rows[0][0]) if rows else self.base_seq
 
 
 class _Transaction:

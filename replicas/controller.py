@@ -383,7 +383,11 @@ class Controller:
                 return reply
             if kind == "hello":
                 self._check_ahead(msg)
-                return core.hello(msg, now, time.monotonic(), _pipe_id(pipe))
+                reply = core.hello(msg, now, time.monotonic(), _pipe_id(pipe))
+                ops = core.take_ops()
+                if ops:  # a node restarted: its story goes into the log
+                    self._enqueue_nowait(core.internal(ops))
+                return reply
             if kind == "status":
                 return self._with_problems(core.status(now, time.monotonic()))
             if kind == "state":

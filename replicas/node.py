@@ -59,6 +59,8 @@ SUBMIT_BYTES: Final = 1024 * 1024
 if SUBMIT_BYTES + protocol.MAX_EVENT_BYTES + protocol.ENVELOPE_BYTES > protocol.MAX_REQUEST_BYTES:
     raise AssertionError("a node's submit could pass the controller's request limit")
 #: how long a running command holds back the next one (see `CommandDispatcher`)
+#: the status target a node reports each fired command under: {seq, command, delay_ms}
+FIRED: Final = "fired"
 COMMAND_GRACE: Final = 0.25
 #: fired commands waiting for the callback thread
 COMMAND_QUEUE: Final = 10_000
@@ -213,6 +215,8 @@ class CommandDispatcher:
         self.node_id = node_id
         self.grace = grace
         self.callback: CommandCallback | None = None
+        #: told of each command as it is handed to the callback (the node reports it)
+        self.on_fired: Callable[[Event], None] | None = None
         self._queue: queue.Queue[Event | _Restore | None] = queue.Queue(maxsize=COMMAND_QUEUE)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=COMMAND_THREADS, thread_name_prefix=f"cuelog-command-{node_id}"
@@ -274,6 +278,8 @@ class CommandDispatcher:
             address = data.get("address", f"/engine/command/{name}")
             self.fired += 1
             log.info("firing command %s = %r", name, value, extra=extra)
+            if self.on_fired is not None:
+                self.on_fired(event)
             # a pooled thread: starting a new one per command costs ~0.5 ms on the GO path
             try:
                 self._pool.submit(self._call, callback, name, value, address, extra, finished)
@@ -366,6 +372,7 @@ class NodeReplica:
         self.outbox = Outbox(node_id, outbox_size, f"{node_id}/{uuid.uuid4().hex[:12]}")
         self.commands = CommandDispatcher(node_id)
         self.commands.callback = command_callback
+        self.commands.on_fired = self._report_fired
         self.restore_callback = restore_callback
         #: why the engine must restore once caught up (None: nothing owed)
         self._restore_owed: str | None = None
@@ -614,6 +621,20 @@ class NodeReplica:
                 self._held.append(event)  # fired once the engine has restored
             else:
                 self.commands.push(event)
+
+    def _report_fired(self, event: Event) -> None:
+        """Tell the log this node fired `event`'s command, and how long after its commit
+        (on the controller's clock as this node estimates it): the post-mortem's evidence."""
+        core = self.core
+        delay = None
+        if core is not None and core.offset is not None:
+            delay = round((time.monotonic() + core.offset - event.ts) * 1000, 1)
+        report = {"seq": event.seq, "command": event.op.target, "delay_ms": delay}
+        op = Operation(OperationType.STATUS, ActionType.UPDATE, self.node_id, FIRED, report)
+        try:
+            self.outbox.put(op)
+        except CuelogError as exc:
+            log.warning("could not report firing: %s", exc, extra=self._extra())
 
     def _start_session(self, resumed: bool) -> None:
         """A new session of `core`: the engine is owed a restore once it caught up."""

@@ -61,6 +61,8 @@ class ReplicaStore(Protocol):
 
     def reset(self, log_id: str, snapshot: Snapshot | None) -> None: ...
 
+    def set_show_tz(self, name: str) -> None: ...
+
 
 class SnapshotParts:
     """A snapshot arriving in chunks (`protocol.snapshot_reply`): what came so far."""
@@ -91,6 +93,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.log_id = ""
+        self.show_tz: str | None = None
         self._state = State()
 
     @property
@@ -107,6 +110,9 @@ class MemoryStore:
     def reset(self, log_id: str, snapshot: Snapshot | None) -> None:
         self.log_id = log_id
         self._state = restore(snapshot) if snapshot is not None else State()
+
+    def set_show_tz(self, name: str) -> None:
+        self.show_tz = name
 
 
 class ReplicaCore:
@@ -264,6 +270,7 @@ class ReplicaCore:
         self._now = now
         log_id: str = field(msg, "log", str)
         head: int = field(msg, "head", int)
+        tz = msg.get("tz")
         self.fetching = False
         changed = self.controller_log != log_id
         if changed:
@@ -293,6 +300,8 @@ class ReplicaCore:
         if self.live_from is None:
             self.live_from = head
         self.controller_log = log_id
+        if isinstance(tz, str) and tz:
+            self.store.set_show_tz(tz)  # the show's zone, for `replay` of this replica's file
         self.known_head = head if changed else max(head, self.known_head)
         self._saw(head, msg.get("ts"))
         self._fresh_clock(msg.get("ts"), now)

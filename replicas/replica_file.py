@@ -13,6 +13,7 @@ failing is done when it recovers, before anything else is written to it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
@@ -113,6 +114,12 @@ class ReplicaFile:
         self._keep(events)
         self.retry()
         return reasons
+
+    def set_show_tz(self, name: str) -> None:
+        """Keep the controller's time zone in the file's meta (skipped while it fails)."""
+        if self._mem is None:
+            with contextlib.suppress(*_FAILURES):
+                self.elog.set_show_tz(name)
 
     def reset(self, log_id: str, snapshot: Snapshot | None) -> None:
         if self._mem is None:

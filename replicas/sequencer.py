@@ -119,6 +119,9 @@ class Session:
     pipe: int
     #: the last request seen on this connection (monotonic clock)
     last_seen: float
+    #: where its hello said the node resumes, and how it will catch up (tail, snapshot, none)
+    after: int = 0
+    catchup: str = "none"
 
 
 def check_inst(node: str, inst: str) -> str:
@@ -130,9 +133,13 @@ def check_inst(node: str, inst: str) -> str:
     return inst
 
 
-def _node_op(target: str, node: str) -> Submission:
+def _node_op(target: str, node: str, **story: Any) -> Submission:
+    """``node_joined``/``node_left`` for `node`; `story` says why (``reason``: first, returned,
+    restarted, silent), for how long it was away, and where it resumed (for `replay`)."""
     return Submission(
-        Operation(OperationType.STATUS, ActionType.UPDATE, CONTROLLER, target, {"node": node})
+        Operation(
+            OperationType.STATUS, ActionType.UPDATE, CONTROLLER, target, {"node": node, **story}
+        )
     )
 
 
@@ -172,6 +179,8 @@ class ControllerCore:
         #: origin, the connection that holds it. Both shrink when connections close.
         self.sessions: dict[int, Session] = {}
         self._origin_pipe: dict[str, int] = {}
+        #: ops to append that `take_ops` hands to the shell (restarts seen at hello)
+        self._pending_ops: list[Submission] = []
         head = elog.head
         self._head = head
         self._remember(head, digest(elog.state), now)
@@ -406,19 +415,21 @@ class ControllerCore:
         inst = protocol.field(msg, "inst", str, optional=True) or None  # "": none
         if inst is not None:
             check_inst(node, inst)
-        refused = None
-        if pipe is not None and inst is not None:
-            refused = self._origin_held(node, inst, pipe, seen)
-        if refused is None:
-            refused = self.claim(node, msg, seen, pipe)
-        if refused is not None:
-            return refused
-        if pipe is not None and inst is not None:
-            self._open_session(node, inst, pipe, seen)
         their_log = protocol.field(msg, "log", str, optional=True)
         after = protocol.field(msg, "after", int, optional=True) or 0
         head = self.head
         resync = their_log is not None and their_log != self.log_id and after > 0
+        resumes = 0 if resync or their_log != self.log_id else after
+        catchup = self.catchup_path(resumes)
+        refused = None
+        if pipe is not None and inst is not None:
+            refused = self._origin_held(node, inst, pipe, seen)
+        if refused is None:
+            refused = self.claim(node, msg, seen, pipe, resumes=resumes, catchup=catchup)
+        if refused is not None:
+            return refused
+        if pipe is not None and inst is not None:
+            self._open_session(node, inst, pipe, seen, resumes, catchup)
         if resync:
             log.warning(
                 "%s holds log %s, not %s: it will take a full resync",
@@ -442,6 +453,7 @@ class ControllerCore:
             "ts": now,
             "resync": resync,
             "version": protocol.PROTOCOL_VERSION,
+            "tz": self.elog.show_tz,
         }
 
     def fetch(self, msg: dict[str, Any], now: float) -> dict[str, Any]:
@@ -541,6 +553,11 @@ class ControllerCore:
         info = self.nodes.get(node)
         ops: list[Submission] = []
         if info is None or not info.online:
+            story: dict[str, Any] = {"reason": "first" if info is None else "returned"}
+            if info is not None:
+                story["away_s"] = round(max(0.0, seen - info.last_seen), 3)
+            if session is not None:
+                story.update(inst=session.inst, resumed_from=session.after, catchup=session.catchup)
             if info is None:
                 if len(self.nodes) >= MAX_NODES:
                     self._forget_one()
@@ -552,7 +569,7 @@ class ControllerCore:
                 info = NodeInfo(node, True, seen)
                 self.nodes[node] = info
             info.online = True
-            ops.append(_node_op(NODE_JOINED, node))
+            ops.append(_node_op(NODE_JOINED, node, **story))
             log.info(
                 "node %s joined (applied %d)", node, applied, extra={"node": node, "seq": applied}
             )
@@ -602,7 +619,15 @@ class ControllerCore:
         for info in self.nodes.values():
             if info.online and now - info.last_seen > self.node_timeout:
                 info.online = False
-                ops.append(_node_op(NODE_LEFT, info.node))
+                ops.append(
+                    _node_op(
+                        NODE_LEFT,
+                        info.node,
+                        reason="silent",
+                        silent_s=round(now - info.last_seen, 3),
+                        applied=info.applied,
+                    )
+                )
                 log.warning(
                     "node %s left: silent for %.1f s",
                     info.node,
@@ -614,7 +639,14 @@ class ControllerCore:
     # ---------------------------------------------------------------- who holds an id
 
     def claim(
-        self, node: str, msg: dict[str, Any], mono: float, pipe: int | None
+        self,
+        node: str,
+        msg: dict[str, Any],
+        mono: float,
+        pipe: int | None,
+        *,
+        resumes: int = 0,
+        catchup: str = "none",
     ) -> dict[str, Any] | None:
         """Whether the process that sent `msg` may speak as `node`: None if so, else the
         error reply. One live process per id: another process (another ``inst``) is refused
@@ -651,6 +683,32 @@ class ControllerCore:
             info.instance,
             extra={"node": node, "seq": info.applied},
         )
+        if info.online and msg.get("k") == "hello":
+            # a new process of a node that had not left: a restart (it may have been away
+            # for less than the timeout); the story is kept in the log, and it must re-arm
+            away = round(max(0.0, mono - info.last_seen), 3)
+            log.warning(
+                "node %s restarted (away %.1f s), resuming from seq %d by %s",
+                node,
+                away,
+                resumes,
+                catchup,
+                extra={"node": node, "seq": resumes},
+            )
+            self._pending_ops.append(
+                _node_op(NODE_LEFT, node, reason="restarted", away_s=away, inst=info.instance)
+            )
+            self._pending_ops.append(
+                _node_op(
+                    NODE_JOINED,
+                    node,
+                    reason="restarted",
+                    away_s=away,
+                    inst=inst,
+                    resumed_from=resumes,
+                    catchup=catchup,
+                )
+            )
         info.instance, info.pipe, info.conflict = inst, pipe, ""
         info.last_seen = max(info.last_seen, mono)  # the new holder is live from now on
         return None
@@ -676,14 +734,31 @@ class ControllerCore:
             "origin-in-use",
         )
 
-    def _open_session(self, node: str, inst: str, pipe: int, mono: float) -> None:
+    def catchup_path(self, after: int) -> str:
+        """How a node holding the log up to `after` will catch up: the same rule as `fetch`."""
+        head = self.head
+        if after >= head:
+            return "none"
+        if after < self.reader.base_seq or head - after > self.tail_limit:
+            return "snapshot"
+        return "tail"
+
+    def take_ops(self) -> list[Submission]:
+        """Ops the core decided to append outside `beat`/`tick` (a node's restart, recorded
+        at its hello): the shell appends them."""
+        ops, self._pending_ops = self._pending_ops, []
+        return ops
+
+    def _open_session(
+        self, node: str, inst: str, pipe: int, mono: float, after: int = 0, catchup: str = "none"
+    ) -> None:
         holder = self._origin_pipe.get(inst)
         if holder is not None and holder != pipe:
             self.sessions.pop(holder, None)  # it gave the origin up (`_origin_held`)
         old = self.sessions.get(pipe)
         if old is not None and old.inst != inst and self._origin_pipe.get(old.inst) == pipe:
             del self._origin_pipe[old.inst]
-        self.sessions[pipe] = Session(node, inst, pipe, mono)
+        self.sessions[pipe] = Session(node, inst, pipe, mono, after, catchup)
         self._origin_pipe[inst] = pipe
 
     def session_of(self, node: str, pipe: int | None, mono: float) -> Session | None:

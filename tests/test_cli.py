@@ -148,8 +148,8 @@ def test_replay_state_at_a_time(show_log: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_replay_refuses_a_bad_time(show_log: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert replay.main(["state", str(show_log), "--at", "half past nine"]) == 1
-    assert "is not a time" in capsys.readouterr().err
+    assert replay.main(["state", str(show_log), "--at", "half past nine"]) == 2
+    assert "is not a point in the show" in capsys.readouterr().err
 
 
 def test_the_demo_plays_kills_restarts_and_converges(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from eventlog import (
     dumps,
     fold,
 )
-from eventlog.store import _EVENT_COLUMNS, _event_to_row
+from eventlog.store import _INSERT_EVENTS, _event_to_row
 
 Figures = dict[str, Any]
 
@@ -121,11 +121,11 @@ def _raw_baseline(path: Path, events: list[Event], batch: int) -> float:
     conn.execute(
         "CREATE TABLE events (seq INTEGER PRIMARY KEY, ts FLOAT NOT NULL, type TEXT NOT NULL, "
         "action TEXT NOT NULL, sender TEXT NOT NULL, target TEXT NOT NULL, data TEXT, "
-        "origin TEXT NOT NULL, origin_seq INTEGER NOT NULL)"
+        "origin TEXT NOT NULL, origin_seq INTEGER NOT NULL, noop TEXT)"
     )
     conn.execute("CREATE UNIQUE INDEX events_op_id ON events (origin, origin_seq)")
     conn.execute("CREATE INDEX events_ts ON events (ts)")
-    sql = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    sql = _INSERT_EVENTS
 
     def go() -> None:
         for start in range(0, len(events), batch):

@@ -15,11 +15,17 @@ Times are local wall-clock: ``21:43``, ``21:43:05.5``, ``2026-11-28T21:43`` or u
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
 import datetime as dt
+import os
+import re
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Final, TextIO
 
 from tqdm import tqdm
 
@@ -36,34 +42,71 @@ from eventlog import (
     validate_operation,
 )
 from eventlog.state import State
-from tools import logs
+from tools import logs, story, timeline
 
 
-def _fmt_ts(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+def _fmt_ts(ts: float, tz: dt.tzinfo | None = None) -> str:
+    return story.stamp(ts, tz or dt.datetime.now().astimezone().tzinfo or dt.UTC)
 
 
-def parse_time(text: str, elog: EventLog) -> float:
-    """A wall-clock time: unix seconds, ISO date-time, or a time of day on the log's day."""
-    try:
-        value = float(text)
-        if value > 1e8:
-            return value
-    except ValueError:
-        pass
-    try:
-        return dt.datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        pass
-    try:
-        clock = dt.time.fromisoformat(text)
-    except ValueError:
-        raise UsageError(
-            f"{text!r} is not a time: use HH:MM[:SS[.fff]], YYYY-MM-DDTHH:MM[:SS] or unix seconds"
-        ) from None
+_OFFSET = re.compile(r"^\+(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
+POINT_HELP = (
+    "a seq (123 or #123), a time in the show's zone (21:43, 21:43:05.250), an ISO date-time "
+    "(2026-11-28T21:43), +5m / +1h30m / +90s from the start, or unix seconds"
+)
+
+
+def parse_when(text: str, elog: EventLog, tz: dt.tzinfo) -> tuple[str, float]:
+    """A point in the show: ``("seq", n)`` or ``("ts", unix seconds)``; see `POINT_HELP`."""
+    raw = text.strip()
+    if raw.startswith("#") and raw[1:].isdigit():
+        return "seq", int(raw[1:])
+    if raw.isdigit() and int(raw) < 100_000_000:
+        return "seq", int(raw)
     bounds = elog.time_bounds()
-    day = dt.date.fromtimestamp(bounds[0]) if bounds else dt.date.today()
-    return dt.datetime.combine(day, clock).timestamp()
+    match = _OFFSET.match(raw)
+    if match and raw != "+" and any(match.groups()):
+        hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+        if bounds is None:
+            raise UsageError(f"{text!r} counts from the start, and the log has no events")
+        return "ts", bounds[0] + hours * 3600 + minutes * 60 + seconds
+    try:
+        value = float(raw)
+        if value > 1e8:
+            return "ts", value
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(raw)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=tz)
+        return "ts", when.timestamp()
+    except ValueError:
+        pass
+    try:
+        time_of_day = dt.time.fromisoformat(raw)
+    except ValueError:
+        raise UsageError(f"{text!r} is not a point in the show: use {POINT_HELP}") from None
+    first = dt.datetime.fromtimestamp(bounds[0], tz) if bounds else dt.datetime.now(tz)
+    when = dt.datetime.combine(first.date(), time_of_day, tzinfo=tz)
+    if bounds and when.timestamp() < bounds[0] - 12 * 3600:
+        when += dt.timedelta(days=1)  # a show that runs past midnight
+    return "ts", when.timestamp()
+
+
+def parse_time(text: str, elog: EventLog, tz: dt.tzinfo | None = None) -> float:
+    """A wall-clock time (any form of `parse_when` except a seq)."""
+    zone_ = tz or story.show_zone(elog)[0]
+    kind, value = parse_when(text, elog, zone_)
+    if kind == "seq":
+        raise UsageError(f"{text!r} is a seq; a time is wanted here ({POINT_HELP})")
+    return value
+
+
+def seq_of(text: str, elog: EventLog, tz: dt.tzinfo) -> int:
+    """The seq a point names: itself, or the last event at or before a time."""
+    kind, value = parse_when(text, elog, tz)
+    return int(value) if kind == "seq" else elog.seq_at_time(value)
 
 
 def _open(path: str) -> EventLog:
@@ -72,14 +115,57 @@ def _open(path: str) -> EventLog:
     return EventLog.open(path, readonly=True, pin=True)
 
 
+def _zone(args: argparse.Namespace, elog: EventLog) -> tuple[dt.tzinfo, str]:
+    return story.show_zone(elog, utc=getattr(args, "utc", False))
+
+
+def _fast_verdict(elog: EventLog) -> tuple[bool, str]:
+    """What `verify` would say, from what can be checked at once: seqs gapless by count,
+    the newest snapshot re-derived from the one before it (or from the start)."""
+    head, base = elog.head, elog.base_seq
+    count = elog.count()
+    if count != head - base:
+        return False, (
+            f"FAIL {head - base - count} events missing between seq {base + 1} and {head}; "
+            "run `replay verify` for where"
+        )
+    snaps = elog.snapshots()
+    if snaps:
+        seq, _, want = snaps[-1]
+        before = elog.latest_snapshot(seq - 1)
+        if before is not None or base == 0:
+            state = restore(before) if before is not None else State()
+            for event in elog.iter_events(after=state.seq, until=seq):
+                apply(state, event)
+            if digest(state) != want:
+                return False, f"FAIL the snapshot at seq {seq} does not match the events before it"
+    return True, (
+        f"OK (fast check: {count} events gapless, newest snapshot re-derived; "
+        "`replay verify` reads everything)"
+    )
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     with _open(args.log) as elog:
+        tz, tz_name = _zone(args, elog)
         head = elog.head
         bounds = elog.time_bounds()
+        by_kind = elog.select(
+            "SELECT type, action, sender, COUNT(*) FROM events GROUP BY type, action, sender"
+        )
+        noop = "noop IS NOT NULL" if elog.noops_from is not None else "NULL"
+        commands = elog.select(
+            f"SELECT target, {noop}, COUNT(*) FROM events WHERE type = 'command' GROUP BY target, 2"
+        )
+        ok, verdict = _fast_verdict(elog)
+        liveness = elog.events_where(
+            "sender = 'controller' AND target IN ('node_joined', 'node_left')"
+        )
         info: dict[str, Any] = {
             "path": args.log,
             "log_id": elog.log_id,
             "created": elog.created,
+            "zone": tz_name,
             "head_seq": head,
             "base_seq": elog.base_seq,
             "events": elog.count(),
@@ -87,37 +173,121 @@ def cmd_info(args: argparse.Namespace) -> int:
             "first_ts": bounds[0] if bounds else None,
             "last_ts": bounds[1] if bounds else None,
             "digest": digest(elog.state_at(head)) if head >= elog.base_seq else None,
+            "integrity": verdict,
+            "reasons_recorded_from": elog.noops_from,
         }
+    types: Counter[str] = Counter()
+    actions: Counter[str] = Counter()
+    senders: Counter[str] = Counter()
+    for kind, action, sender, n in by_kind:
+        types[kind] += n
+        actions[f"{kind}/{action}"] += n
+        senders[sender] += n
+    issued: dict[str, dict[str, int]] = {}
+    for target, refused, n in commands:
+        entry = issued.setdefault(target, {"issued": 0, "refused": 0})
+        entry["issued"] += n
+        if refused:
+            entry["refused"] += n
+    show = story.Show(elog.log_id, tz, tz_name)
+    for event, _ in liveness:
+        story._liveness(show, event, event.op.data or {})
+    nodes = {
+        node: {
+            "periods": [
+                {
+                    "joined": p.joined_ts,
+                    "left": p.left_ts,
+                    "joined_because": p.join_reason,
+                    "left_because": p.leave_reason,
+                }
+                for p in life.periods
+            ],
+            "restarts": life.restarts,
+        }
+        for node, life in sorted(show.nodes.items())
+    }
+    info.update(
+        types=dict(types),
+        actions=dict(actions),
+        senders=dict(senders),
+        commands=issued,
+        nodes=nodes,
+    )
     if args.json:
         print(dumps(info).decode())
-        return 0
+        return 0 if ok else 1
     print(f"file       {info['path']}")
     print(f"log_id     {info['log_id']}")
-    print(f"created    {_fmt_ts(info['created'])}")
-    print(f"events     {info['events']} (seq {elog.base_seq + 1}..{head})")
+    print(f"zone       {tz_name}")
+    print(f"created    {story.stamp(info['created'], tz)}")
+    print(f"events     {info['events']} (seq {info['base_seq'] + 1}..{head})")
     if bounds:
         span = bounds[1] - bounds[0]
-        print(f"time       {_fmt_ts(bounds[0])} .. {_fmt_ts(bounds[1])} ({span:.1f} s)")
+        print(
+            f"time       {story.stamp(bounds[0], tz)} .. {story.stamp(bounds[1], tz)[11:]} "
+            f"({story.duration(span)})"
+        )
     print(f"snapshots  {info['snapshots']}")
     print(f"digest     {info['digest']} (state at seq {head})")
-    return 0
+    print(f"integrity  {verdict}")
+    print("by type    " + ", ".join(f"{k} {v}" for k, v in types.most_common()))
+    print("by action  " + ", ".join(f"{k} {v}" for k, v in actions.most_common()))
+    print("by sender  " + ", ".join(f"{k} {v}" for k, v in senders.most_common(12)))
+    if issued:
+        parts = []
+        for target, entry in sorted(issued.items(), key=lambda kv: -kv[1]["issued"]):
+            refused = f" ({entry['refused']} refused)" if entry["refused"] else ""
+            parts.append(
+                f"{target.upper() if target in _SHOUTED else target} {entry['issued']}{refused}"
+            )
+        print("commands   " + ", ".join(parts))
+        if elog.noops_from is None:
+            print("           (this file predates recorded refusals: `events --why` tells them)")
+    for node, life in sorted(show.nodes.items()):
+        periods = "; ".join(
+            f"{story.clock(p.joined_ts, tz, ms=False)}-"
+            + (story.clock(p.left_ts, tz, ms=False) if p.left_ts is not None else "end")
+            + (f" ({p.leave_reason})" if p.leave_reason and p.leave_reason != "restarted" else "")
+            for p in life.periods
+        )
+        restarts = f", {len(life.restarts)} restart(s)" if life.restarts else ""
+        print(f"node       {node:<16} online {periods}{restarts}")
+        for r in life.restarts:
+            print(
+                f"           restarted at {story.clock(r['ts'], tz)} after "
+                f"{r['away_s']} s away, resumed from seq {r['resumed_from']} by {r['catchup']}"
+            )
+    return 0 if ok else 1
 
 
-def _selected(args: argparse.Namespace, elog: EventLog) -> Iterator[Event]:
-    since = parse_time(args.since, elog) if args.since else None
-    until = parse_time(args.until, elog) if args.until else None
+_SHOUTED: Final = frozenset({"go", "stop", "load", "unload"})
+
+
+def _selected(args: argparse.Namespace, elog: EventLog, tz: dt.tzinfo) -> Iterator[Event]:
+    after = args.after
+    until = args.to_seq
+    if args.since:  # at or after: a seq, or the first event at or after a time
+        kind, value = parse_when(args.since, elog, tz)
+        first = int(value) if kind == "seq" else _first_seq_at_or_after(elog, value)
+        after = max(after, first - 1)
+    if args.until:  # before: a seq, or a time
+        kind, value = parse_when(args.until, elog, tz)
+        last = (int(value) if kind == "seq" else _first_seq_at_or_after(elog, value)) - 1
+        until = last if until is None else min(until, last)
+    grep = args.grep.casefold() if args.grep else None
     shown = 0
-    for event in elog.iter_events(after=args.after, until=args.to_seq):
-        if since is not None and event.ts < since:
-            continue
-        if until is not None and event.ts >= until:
-            break
+    for event in elog.iter_events(after=after, until=until):
         op = event.op
         if args.type and op.type.value != args.type:
+            continue
+        if args.action and op.action.value != args.action:
             continue
         if args.target and op.target != args.target:
             continue
         if args.sender and op.sender != args.sender:
+            continue
+        if grep is not None and (op.data is None or grep not in dumps(op.data).decode().casefold()):
             continue
         yield event
         shown += 1
@@ -125,36 +295,77 @@ def _selected(args: argparse.Namespace, elog: EventLog) -> Iterator[Event]:
             return
 
 
+def _first_seq_at_or_after(elog: EventLog, ts: float) -> int:
+    rows = elog.select("SELECT seq FROM events WHERE ts >= ? ORDER BY ts, seq LIMIT 1", (ts,))
+    return int(rows[0][0]) if rows else elog.head + 1
+
+
+_COLOURS: Final = {
+    "command": "\x1b[1;33m",
+    "cue": "\x1b[36m",
+    "player": "\x1b[35m",
+    "status": "",
+    "noop": "\x1b[31m",
+    "dim": "\x1b[2m",
+}
+_RESET: Final = "\x1b[0m"
+EVENT_COLUMNS: Final = ("seq", "time", "sender", "type", "action", "target", "data", "noop")
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     with _open(args.log) as elog:
+        tz, _ = _zone(args, elog)
         state: State | None = None
-        if args.why and not args.json:
-            state = elog.state_at(max(args.after, elog.base_seq))
-        for event in _selected(args, elog):
+        why = args.why or args.csv or args.json
+        out = sys.stdout
+        colour = not (args.json or args.csv) and out.isatty() and not os.environ.get("NO_COLOR")
+        writer = csv.writer(out) if args.csv else None
+        if writer is not None:
+            writer.writerow([*EVENT_COLUMNS, "iso_time", "origin", "origin_seq"])
+        for event in _selected(args, elog, tz):
             reason = None
-            if state is not None:
+            if why:
+                if state is None:
+                    state = elog.state_at(max(event.seq - 1, elog.base_seq))
                 for gap in elog.iter_events(state.seq, until=event.seq - 1):
                     apply(state, gap)
                 reason = apply(state, event)
-            if args.json:
-                print(dumps(event.to_dict()).decode())
-                continue
             op = event.op
             data = "" if op.data is None else dumps(op.data).decode()
-            line = (
-                f"{event.seq:>7} {_fmt_ts(event.ts)[11:]} {op.sender:<12} "
-                f"{op.type.value}/{op.action.value:<6} {op.target:<20} {data}"
-            )
+            if args.json:
+                print(dumps({**event.to_dict(), "noop": reason}).decode())
+                continue
+            if writer is not None:
+                writer.writerow(
+                    [
+                        event.seq,
+                        story.clock(event.ts, tz),
+                        op.sender,
+                        op.type.value,
+                        op.action.value,
+                        op.target,
+                        data,
+                        reason or "",
+                        dt.datetime.fromtimestamp(event.ts, tz).isoformat(timespec="milliseconds"),
+                        event.op_id.origin,
+                        event.op_id.origin_seq,
+                    ]
+                )
+                continue
+            kind = f"{op.type.value}/{op.action.value}"
+            line = f"{event.seq:>8}  {story.clock(event.ts, tz)}  {op.sender:<14} {kind:<14} "
+            line += f"{op.target:<20} {data}"
+            if colour:
+                line = f"{_COLOURS.get(op.type.value, '')}{line}{_RESET}"
             if reason is not None:
-                line += f"   <- no-op: {reason}"
+                note = f"   <- no-op: {reason}"
+                line += f"{_COLOURS['noop']}{note}{_RESET}" if colour else note
             print(line)
     return 0
 
 
 def _state_for(args: argparse.Namespace, elog: EventLog, at: str) -> State:
-    if at.isdigit():
-        return elog.state_at(int(at))
-    return elog.state_at(elog.seq_at_time(parse_time(at, elog)))
+    return elog.state_at(seq_of(at, elog, _zone(args, elog)[0]))
 
 
 def cmd_state(args: argparse.Namespace) -> int:
@@ -270,11 +481,140 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cue(args: argparse.Namespace) -> int:
+    with _open(args.log) as elog:
+        tz, tz_name = _zone(args, elog)
+        target = args.cue
+        looks_like_time = bool(re.match(r"^(\+|\d{1,2}:\d\d|\d{4}-\d\d-\d\d)", target))
+        if looks_like_time and not elog.select(
+            "SELECT 1 FROM events WHERE target = ? LIMIT 1", (target,)
+        ):
+            # a time: the story of what was playing then
+            seq = seq_of(target, elog, tz)
+            state = elog.state_at(seq)
+            playing = sorted(c for c, info in state.cues.items() if 1 <= info["status"] <= 99)
+            print(
+                f"at {target} (seq {seq}): {len(playing)} cue(s) playing; next cue "
+                f"{state.engine['nextcue'] or '-'}, running={state.engine['running']!r}, "
+                f"armed={state.engine['armed']!r}"
+            )
+            stories = [story.cue_story(elog, cue, tz, tz_name) for cue in playing]
+            if not playing and state.engine["nextcue"]:
+                stories.append(story.cue_story(elog, state.engine["nextcue"], tz, tz_name))
+        else:
+            stories = [story.cue_story(elog, target, tz, tz_name)]
+    if args.json:
+        for _, facts in stories:
+            print(dumps(facts).decode())
+        return 0
+    for lines, _ in stories:
+        print("\n".join(lines))
+        print()
+    return 0
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    with _open(args.log) as elog:
+        tz, tz_name = _zone(args, elog)
+        lines, facts = story.node_story(elog, args.node, tz, tz_name)
+    if args.json:
+        print(dumps(facts).decode())
+    else:
+        print("\n".join(lines))
+    return 0
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    with _open(args.log) as elog:
+        tz, _ = _zone(args, elog)
+        after = seq_of(args.since, elog, tz) - 1 if args.since else 0
+        until = seq_of(args.until, elog, tz) if args.until else None
+        show = story.read_show(
+            elog, after=max(0, after), until=until, utc=args.utc, progress=_progress(args)
+        )
+    out = timeline.write(show, args.output, args.title or f"cuelog show {Path(args.log).name}")
+    print(
+        f"wrote {out}: {len(show.runs)} cue runs on {len(show.nodes)} nodes, "
+        f"{len(show.markers)} commands "
+        f"({story.duration((show.last_ts or 0) - (show.first_ts or 0))})"
+    )
+    return 0
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return sys.stderr.isatty() and not getattr(args, "quiet", False)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as stack:
+        elog = stack.enter_context(_open(args.log))
+        out: TextIO = sys.stdout
+        if args.output:
+            out = stack.enter_context(open(args.output, "w", newline="", encoding="utf-8"))
+        head = _export(args, elog, out)
+    if args.output:
+        print(f"exported seqs up to {head} to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _export(args: argparse.Namespace, elog: EventLog, out: TextIO) -> int:
+    tz, _ = _zone(args, elog)
+    writer = csv.writer(out) if args.format == "csv" else None
+    if writer is not None:
+        writer.writerow(EXPORT_COLUMNS)
+    head = elog.head
+    state = elog.state_at(elog.base_seq)
+    bar = tqdm(total=head - elog.base_seq, unit="ev", disable=not _progress(args))
+    for event in elog.iter_events(after=elog.base_seq, until=head):
+        reason = apply(state, event)
+        op = event.op
+        row = {
+            "seq": event.seq,
+            "ts": event.ts,
+            "time": dt.datetime.fromtimestamp(event.ts, tz).isoformat(timespec="milliseconds"),
+            "type": op.type.value,
+            "action": op.action.value,
+            "sender": op.sender,
+            "target": op.target,
+            "data": op.data,
+            "origin": event.op_id.origin,
+            "origin_seq": event.op_id.origin_seq,
+            "noop": reason,
+        }
+        if writer is not None:
+            data = "" if op.data is None else dumps(op.data).decode()
+            writer.writerow([data if c == "data" else row[c] for c in EXPORT_COLUMNS])
+        else:
+            out.write(dumps(row).decode() + "\n")
+        bar.update(1)
+    bar.close()
+    return head
+
+
+#: the columns of `replay export` (and of the ``events`` table, plus ``time`` and ``noop``)
+EXPORT_COLUMNS: Final = (
+    "seq",
+    "ts",
+    "time",
+    "type",
+    "action",
+    "sender",
+    "target",
+    "data",
+    "origin",
+    "origin_seq",
+    "noop",
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="replay",
-        description="Post-mortem of a cuelog log file. Read-only: safe on a copy or a live log.",
-        epilog="Times are local: 21:43, 21:43:05.5, 2026-11-28T21:43, or unix seconds.",
+        description="Post-mortem of a cuelog log file: the controller's log, a node's replica, "
+        "or a copy. Read-only: safe on a live log, never writes to the file.",
+        epilog=f"Points in the show (--at, --since, --until, cue): {POINT_HELP}. Times are "
+        "shown in the zone the log recorded (--utc for UTC). Exit codes: 0 fine, 1 a bad or "
+        "damaged log, 2 a usage error.",
     )
     parser.add_argument(
         "--log-level",
@@ -284,43 +624,90 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
 
-    p = sub.add_parser("info", help="what the file is: log id, events, time span, snapshots")
-    p.add_argument("log", help="the log file")
-    p.add_argument("--json", action="store_true", help="one JSON object")
-    p.set_defaults(func=cmd_info)
+    def command(name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("log", help="the log file")
+        p.add_argument("--utc", action="store_true", help="show times in UTC")
+        p.set_defaults(func=func)
+        return p
 
-    p = sub.add_parser("events", help="list events, filtered by seq, time, type, target, sender")
-    p.add_argument("log", help="the log file")
+    p = command(
+        "info",
+        "what the file is and what happened: events by type, action and sender, nodes with "
+        "their online periods and restarts, commands issued and refused, a fast integrity check",
+        cmd_info,
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object")
+
+    p = command("events", "list events, filtered; a table, JSON lines or CSV", cmd_events)
     p.add_argument("--after", type=int, default=0, metavar="SEQ", help="only seq > SEQ")
     p.add_argument("--to-seq", type=int, default=None, metavar="SEQ", help="only seq <= SEQ")
-    p.add_argument("--since", metavar="TIME", help="only events at or after TIME")
-    p.add_argument("--until", metavar="TIME", help="only events before TIME")
+    p.add_argument("--since", metavar="WHEN", help="only events at or after WHEN (a seq or time)")
+    p.add_argument("--until", metavar="WHEN", help="only events before WHEN (a seq or time)")
     p.add_argument("--type", choices=["cue", "player", "command", "status"])
+    p.add_argument("--action", choices=["add", "update", "remove"])
     p.add_argument("--target", help="only this target (cue id, command name, ...)")
     p.add_argument("--sender", help="only from this sender (node id or 'controller')")
+    p.add_argument("--grep", metavar="TEXT", help="only events whose data contains TEXT")
     p.add_argument("--limit", type=int, default=0, help="at most this many events")
-    p.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON lines (with the no-op reason)")
+    fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
     p.add_argument(
         "--why", action="store_true", help="mark events the reducer refused or ignored, and why"
     )
-    p.set_defaults(func=cmd_events)
 
-    p = sub.add_parser("state", help="the state at a seq or a time")
-    p.add_argument("log", help="the log file")
-    p.add_argument("--at", required=True, metavar="SEQ|TIME", help="a seq number or a time")
+    p = command("state", "the state at a seq or a time", cmd_state)
+    p.add_argument("--at", required=True, metavar="WHEN", help="a seq or a time")
     p.add_argument("--json", action="store_true", help="the state and its digest as JSON")
-    p.set_defaults(func=cmd_state)
 
-    p = sub.add_parser("diff", help="what changed in the state between A and B")
-    p.add_argument("log", help="the log file")
+    p = command("diff", "what changed in the state between A and B", cmd_diff)
     p.add_argument("a", metavar="A", help="a seq or a time")
     p.add_argument("b", metavar="B", help="a seq or a time")
-    p.set_defaults(func=cmd_diff)
 
-    p = sub.add_parser("verify", help="check gapless seqs, valid events and snapshot digests")
-    p.add_argument("log", help="the log file")
+    p = command("verify", "check gapless seqs, valid events and snapshot digests", cmd_verify)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_verify)
+
+    p = command(
+        "cue",
+        "the story of one cue: what touched it, the commands around it, whether its GO was "
+        "refused and why, which nodes were online and fired it, how late; given a time, the "
+        "story of what was playing then",
+        cmd_cue,
+    )
+    p.add_argument("cue", metavar="CUE_ID|WHEN", help="a cue id, or a point in the show")
+    p.add_argument("--json", action="store_true", help="the facts as JSON (one line per cue)")
+
+    p = command(
+        "node",
+        "the story of one node: joins, leaves, restarts, the commands it got and fired (and "
+        "how late), what it reported",
+        cmd_node,
+    )
+    p.add_argument("node", metavar="NODE_ID", help="the node id")
+    p.add_argument("--json", action="store_true", help="the facts as JSON")
+
+    p = command(
+        "timeline",
+        "a picture of the show: one lane per node, cue bars coloured by outcome, GO/STOP/LOAD "
+        "markers, offline periods and restarts (SVG, or HTML if FILE ends in .html)",
+        cmd_timeline,
+    )
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the .svg or .html file")
+    p.add_argument("--since", metavar="WHEN", help="start the picture here")
+    p.add_argument("--until", metavar="WHEN", help="end it here")
+    p.add_argument("--title", help="the picture's title")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = command(
+        "export",
+        "every event with its no-op reason as JSON lines or CSV (for spreadsheets, pandas, "
+        "or sqlite-utils); columns: " + ", ".join(EXPORT_COLUMNS),
+        cmd_export,
+    )
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -331,7 +718,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
-    except CuelogError as exc:
+    except UsageError as exc:  # what was asked makes no sense: exit 2, as argparse does
+        print(f"replay: error: {exc}", file=sys.stderr)
+        return 2
+    except CuelogError as exc:  # the log is bad (missing, not a log, damaged)
         print(f"replay: error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:
