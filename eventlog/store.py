@@ -105,7 +105,11 @@ def _row_to_event(row: Sequence[Any], log_id: str) -> Event:
         op = Operation(
             _TYPES[type_], _ACTIONS[action], sender, target, None if data is None else loads(data)
         )
-    except (KeyError, DecodeError) as exc:
+    except KeyError:
+        raise DecodeError(
+            f"event {seq} is damaged: its type/action {type_!r}/{action!r} is not a valid one"
+        ) from None
+    except DecodeError as exc:
         raise DecodeError(f"event {seq} is damaged: {exc}") from None
     return Event(seq, ts, log_id, op, OpId(origin, origin_seq))
 

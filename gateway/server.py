@@ -22,7 +22,7 @@ import logging
 import resource
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -31,11 +31,11 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from eventlog import CuelogError, Event, State, digest
+from eventlog import CuelogError, Event, Operation, State, digest
 from gateway.osc import MAX_FRAME_BYTES, OscMsg
 from gateway.session import GatewayCore, Handle, Policy, Session, Submit, node_values
 from gateway.view import StatusView
-from replicas.controller import Controller
+from replicas.controller import CommitListener
 
 log = logging.getLogger("cuelog.gateway")
 
@@ -96,12 +96,25 @@ def _status_page() -> bytes:
     return importlib.resources.files("gateway").joinpath("static/status.html").read_bytes()
 
 
+class CommitSource(Protocol):
+    """What the gateway serves: a `replicas.Controller`, or a recorded show played back
+    (`tools.replay_serve`). It feeds its ``listeners`` the commit stream."""
+
+    listeners: list[CommitListener]
+    ready: asyncio.Event
+
+    def status(self) -> dict[str, Any]: ...
+
+    async def append_local_results(self, ops: list[Operation]) -> list[tuple[int, str | None]]: ...
+
+
 class Gateway:
-    """Serves UIs for one `Controller`. Create it before the controller runs."""
+    """Serves UIs for one `Controller` (or any `CommitSource`). Create it before the source
+    runs."""
 
     def __init__(
         self,
-        controller: Controller,
+        controller: CommitSource,
         host: str = "127.0.0.1",
         port: int = 9190,
         *,
@@ -141,6 +154,15 @@ class Gateway:
         if core is None:
             return
         core.on_events(events, time.monotonic())
+        self._wake_all()
+
+    def rewind(self, state: State) -> None:
+        """Show `state` instead of what was folded so far (a replay seeking back): every
+        client gets a full dump of it, and the stream goes on from its seq."""
+        core = self.core
+        if core is None:
+            return
+        core.reset_view(StatusView(state), time.monotonic())
         self._wake_all()
 
     def _wake_all(self) -> None:
@@ -239,7 +261,9 @@ class Gateway:
                 continue
             with contextlib.suppress(CuelogError):
                 status = self.controller.status()
-                core.set_extra(node_values(status["nodes"], status["head_seq"]), time.monotonic())
+                extra = node_values(status["nodes"], status["head_seq"])
+                extra.update(status.get("osc", {}))  # a source's own values (replay position)
+                core.set_extra(extra, time.monotonic())
             core.tick_seq()
             self._wake_all()
 

@@ -374,6 +374,16 @@ class GatewayCore:
             if session.overflowing and session.dropped is None:
                 self._overflow(session, now)
 
+    def reset_view(self, view: StatusView, now: float) -> None:
+        """Serve `view` from now on (a replay that seeks back): every watching client gets a
+        full dump of it; queued changes of the old view are dropped (replies stay)."""
+        self.view = view
+        self._full_cache = None
+        items = self._full_items()
+        for session in self.sessions.values():
+            if session.watching and session.dropped is None:
+                self._queue_dump(session, items, "full")
+
     def set_extra(self, values: dict[str, Value], now: float) -> None:
         """Replace the values that live outside the log (node lag); send what changed."""
         changes = [(a, v) for a, v in values.items() if self.extra.get(a) != v]

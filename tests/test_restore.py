@@ -51,7 +51,7 @@ class Engine:
 def test_start_restart_and_resync_each_restore_and_history_never_fires(tmp_path: Path) -> None:
     addr = ipc_address(tmp_path)
     db = tmp_path / "n1.db"
-    with controller_thread(tmp_path / "ctl.db", addr, snapshot_every=5, tail_limit=3) as ctl:
+    with controller_thread(tmp_path / "ctl.db", addr, snapshot_every=5, tail_limit=6) as ctl:
         # start: a fresh node, nothing loaded yet
         first = Engine()
         with nodes(addr, ["n1"], db=db, restore_callback=first.restore) as (n1,):

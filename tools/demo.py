@@ -29,6 +29,7 @@ from eventlog import ActionType, CuelogError, EventLog, Operation, OperationType
 from gateway import osc
 from replicas.client import ControllerClient, ControllerUnreachable
 from tools import args as types
+from tools import story, timeline
 from tools.status import render
 
 #: the node id the demo's scripted operator submits its commands as
@@ -331,11 +332,19 @@ def play(cluster: Cluster, folder: Path, duration: float) -> int:
         db = folder / "controller.db"
         for seq, what, reason in refused_commands(db):
             print(f"refused, recorded, never fired: seq {seq} {what} ({reason})")
-        print("\nwhere to look:")
-        print(f"  replay events {db} --why        # every event; refused/ignored ones marked")
-        print(f"  replay events {db} --type command")
-        print(f"  replay state {db} --at 20      # the show at seq 20")
+        picture = folder / "timeline.html"
+        with EventLog.open(db, readonly=True, pin=True) as elog:
+            timeline.write(story.read_show(elog), picture, "cuelog demo show")
+        print("\nthe story of the show (the log alone tells it; run these any time):")
+        print(f"  replay info {db}              # nodes, restarts, commands, integrity")
+        print(f"  replay node {db} node-a       # node-a: killed with -9, restarted")
+        print(f"  replay cue {db} cue-2         # a cue: its GO, who fired it, how late")
+        print(f"  replay cue {db} cue-4         # the cue a STOP cut short")
+        print(f"  replay events {db} --why      # every event; refused/ignored ones marked")
+        print(f"  replay timeline {db} -o {picture}   # written: open it in a browser")
+        print(f"  replay serve {db} --speed 5   # watch it again in a UI (ws://127.0.0.1:9290)")
         print(f"  replay verify {folder / 'node-a.db'}  # a node's replica file is a log too")
+        print("\nwhile it runs:")
         print(f"  cuelog status --controller {cluster.address}   (while it runs)")
         print(f"  {cluster.page}   the status page (while it runs; {cluster.page}state is JSON)")
         print(f"  logs: {folder}/controller.log, {folder}/node-a.log, {folder}/node-b.log")

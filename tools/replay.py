@@ -15,6 +15,7 @@ Times are local wall-clock: ``21:43``, ``21:43:05.5``, ``2026-11-28T21:43`` or u
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import csv
 import datetime as dt
@@ -485,12 +486,12 @@ def cmd_cue(args: argparse.Namespace) -> int:
     with _open(args.log) as elog:
         tz, tz_name = _zone(args, elog)
         target = args.cue
-        looks_like_time = bool(re.match(r"^(\+|\d{1,2}:\d\d|\d{4}-\d\d-\d\d)", target))
-        if looks_like_time and not elog.select(
-            "SELECT 1 FROM events WHERE target = ? LIMIT 1", (target,)
-        ):
-            # a time: the story of what was playing then
-            seq = seq_of(target, elog, tz)
+        seq: int | None = None
+        if not elog.select("SELECT 1 FROM events WHERE target = ? LIMIT 1", (target,)):
+            with contextlib.suppress(UsageError):  # not a cue of this log: a point in it?
+                seq = seq_of(target, elog, tz)
+        if seq is not None:
+            # a time (or seq): the story of what was playing then
             state = elog.state_at(seq)
             playing = sorted(c for c, info in state.cues.items() if 1 <= info["status"] <= 99)
             print(
@@ -589,6 +590,65 @@ def _export(args: argparse.Namespace, elog: EventLog, out: TextIO) -> int:
         bar.update(1)
     bar.close()
     return head
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tools import args as types
+    from tools.replay_serve import Playback, serve
+
+    if args.ws is None:
+        raise UsageError("replay serve needs --ws HOST:PORT")
+    with _open(args.log) as elog:
+        tz, tz_name = _zone(args, elog)
+        start = seq_of(args.from_, elog, tz) if args.from_ else elog.base_seq
+        end = seq_of(args.to, elog, tz) if args.to else None
+        if end is not None and end < start:
+            raise UsageError(f"--to (seq {end}) is before --from (seq {start})")
+    host, port = args.ws
+    playback = Playback(
+        args.log,
+        speed=args.speed,
+        start=start,
+        end=end,
+        seek_parser=lambda text, log: seq_of(text, log, tz),
+    )
+    print(
+        f"replaying {args.log} at {args.speed:g}x (times in {tz_name}): UIs on "
+        f"ws://{host}:{port}/realtime, status page http://{host}:{port}/ ; "
+        "controls: /replay/pause, /replay/play, /replay/seek <seq|time>, /replay/speed <x>",
+        file=sys.stderr,
+    )
+    task: list[asyncio.Task[None]] = []
+
+    async def main() -> None:
+        task.append(asyncio.ensure_future(serve(playback, host, port)))
+        with contextlib.suppress(asyncio.CancelledError):
+            await task[0]
+
+    def stop() -> None:
+        if task:
+            task[0].cancel()
+
+    return types.run_until_signal(main, stop)
+
+
+def _hostport(text: str) -> tuple[str, int]:
+    from gateway.server import parse_hostport
+
+    try:
+        return parse_hostport(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1000:
+        raise argparse.ArgumentTypeError("the speed must be above 0 and at most 1000")
+    return value
 
 
 #: the columns of `replay export` (and of the ``events`` table, plus ``time`` and ``noop``)
@@ -708,6 +768,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = command(
+        "serve",
+        "play the recorded show to UIs through the gateway (WebSocket OSC and the status "
+        "page), at any speed; UIs steer it with /replay/pause, /replay/play, "
+        "/replay/seek <seq|time> and /replay/speed <x>; their commands are refused",
+        cmd_serve,
+    )
+    p.add_argument(
+        "--ws",
+        default=("127.0.0.1", 9290),
+        type=_hostport,
+        metavar="HOST:PORT",
+        help="where UIs connect (default 127.0.0.1:9290)",
+    )
+    p.add_argument("--speed", type=_speed, default=1.0, help="1 is real time, 10 ten times faster")
+    p.add_argument("--from", dest="from_", metavar="WHEN", help="start here (a seq or a time)")
+    p.add_argument("--to", metavar="WHEN", help="stop here (a seq or a time)")
     return parser
 
 

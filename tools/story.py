@@ -336,6 +336,21 @@ def cue_story(
             go = _last_go_before(elog, event.seq)
             last_go = go if go is not None else last_go
             _cue_event(show, playing, event, reason, last_go)
+    for run in show.runs:  # a STOP (LOAD, UNLOAD) while it played ended it, whatever came next
+        if run.outcome == "refused":
+            continue
+        last = run.end_seq if run.end_seq is not None else elog.head + 1
+        cuts = _reasons(
+            elog,
+            elog.events_where(
+                "seq > ? AND seq <= ? AND type = 'command' AND target IN ('stop', 'load', "
+                "'unload')",
+                (run.start_seq, last),
+            ),
+        )
+        cut = next((e for e, r in cuts if r is None), None)
+        if cut is not None:
+            _end(run, cut, "stopped", f"a {cut.op.target.upper()} while it played")
     lines.append("")
     lines.append("what touched it:")
     for event, reason in touched:
