@@ -331,3 +331,80 @@ def test_an_older_copy_without_recorded_reasons_is_read_as_it_is(
     assert "REFUSED" not in out(capsys, "cue", str(copy), "cue-3")
     lines = out(capsys, "events", str(copy), "--type", "command", "--json").splitlines()
     assert any(json.loads(line)["noop"] == "go refused: not armed" for line in lines)
+
+
+# ------------------------------------------------------------------------------- serve
+
+
+def test_serve_plays_the_show_to_a_real_ui_client_and_obeys_its_controls(demo: Path) -> None:
+    """`replay serve` at 10x: a WebSocket OSC client ends with the state at the end of the
+    log; seeking back shows the state there; the client's commands are refused."""
+    import asyncio
+
+    from tests.gateway_rig import expected_view, open_client
+
+    ctl = demo / "controller.db"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with EventLog.open(ctl, readonly=True) as elog:
+        head = elog.head
+        at_end = elog.state_at(head).to_dict()
+        at_20 = elog.state_at(20).to_dict()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tools.replay",
+            "serve",
+            str(ctl),
+            "--ws",
+            f"127.0.0.1:{port}",
+            "--speed",
+            "10",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def shown(values: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if not k.startswith("/replay/")}
+
+    async def watch() -> None:
+        client = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while client is None:
+            try:
+                client = await open_client(f"ws://127.0.0.1:{port}/realtime")
+            except OSError:
+                if loop.time() > deadline or proc.poll() is not None:
+                    raise
+                await asyncio.sleep(0.05)
+        try:
+            await client.until("the end of the show", lambda: client.seq >= head, 20)
+            assert shown(client.values) == shown(expected_view({"state": at_end}))
+            await client.send("/engine/command/go")
+            reply = await client.reply("/engine/command/go")
+            assert reply["status"] == "denied" and "replay" in reply["error"]
+            await client.send("/replay/seek", 20)
+            assert (await client.reply("/replay/seek"))["status"] == "ok"
+            await client.until("the dump at seq 20", lambda: client.seq == 20, 10)
+            assert shown(client.values) == shown(expected_view({"state": at_20}))
+            await client.send("/replay/speed", 0.0)
+            assert (await client.reply("/replay/speed"))["status"] == "error"
+            await client.send("/replay/speed", 50.0)
+            assert (await client.reply("/replay/speed"))["status"] == "ok"
+            await client.until("the end again", lambda: client.seq >= head, 20)
+            assert shown(client.values) == shown(expected_view({"state": at_end}))
+        finally:
+            await client.conn.close()
+
+    try:
+        asyncio.run(watch())
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "replaying" in err
