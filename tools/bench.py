@@ -54,7 +54,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "suite",
         nargs="?",
         default="all",
-        choices=["log", "replication", "gateway", "all"],
+        choices=["log", "replication", "gateway", "replay", "all"],
         help="which benchmark (default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes (seconds, not minutes)")
@@ -258,9 +258,10 @@ def print_log(figures: Figures) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tools.bench_gateway import print_gateway, run_gateway
+    from tools.bench_replay import print_replay, run_replay
     from tools.bench_replication import print_replication, run_replication
 
-    suites = ["log", "replication", "gateway"] if args.suite == "all" else [args.suite]
+    suites = ["log", "replication", "gateway", "replay"] if args.suite == "all" else [args.suite]
     figures: Figures = {"quick": args.quick}
     with tempfile.TemporaryDirectory(prefix="cuelog-bench-", dir=args.dir) as tmp:
         scratch = Path(tmp)
@@ -272,6 +273,9 @@ def run(args: argparse.Namespace) -> int:
         if "gateway" in suites:
             print("gateway: dump, fan-out, command latency, floor ...", file=sys.stderr)
             figures["gateway"] = run_gateway(args.quick, scratch)
+        if "replay" in suites:
+            print("replay: building the logs, then every subcommand ...", file=sys.stderr)
+            figures["replay"] = run_replay(args.quick, scratch)
     if args.json:
         print(dumps(figures).decode())
         return 0
@@ -285,4 +289,8 @@ def run(args: argparse.Namespace) -> int:
         if "log" in figures or "replication" in figures:
             print()
         print_gateway(figures["gateway"])
+    if "replay" in figures:
+        if len(figures) > 2:
+            print()
+        print_replay(figures["replay"])
     return 0

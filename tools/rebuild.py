@@ -28,7 +28,7 @@ from typing import Any
 
 from eventlog import CuelogError, EventLog, LogFileError, UsageError, digest
 from eventlog.lockfile import WriterLock
-from tools.replay import Verdict, verify_log
+from tools.verify import Verdict, verify_log
 
 _SIDE = ("", "-wal", "-shm")
 

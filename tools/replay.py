@@ -24,7 +24,6 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -35,15 +34,14 @@ from eventlog import (
     Event,
     EventLog,
     UsageError,
-    ValidationError,
     apply,
     digest,
     dumps,
     restore,
-    validate_operation,
 )
 from eventlog.state import State
 from tools import logs, story, timeline
+from tools.verify import verify_log
 
 
 def _fmt_ts(ts: float, tz: dt.tzinfo | None = None) -> str:
@@ -417,55 +415,6 @@ def cmd_diff(args: argparse.Namespace) -> int:
             print(f"{key}: {left} -> {right}")
     print(f"{changes} changes between seq {a['seq']} and seq {b['seq']}", file=sys.stderr)
     return 0
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What `verify_log` found: no problems means gapless, valid, every snapshot matches."""
-
-    log_id: str
-    base_seq: int
-    head: int
-    snapshots: int
-    digest: str
-    problems: list[str]
-
-
-def verify_log(elog: EventLog, progress: bool = False) -> Verdict:
-    """Read the whole log (one snapshot of it if `elog` was opened with ``pin``): every seq
-    after the base present once, every operation valid, every stored snapshot equal to the
-    fold at its seq. The digest is the state's at the head."""
-    problems: list[str] = []
-    head = elog.head
-    snaps = {seq: dig for seq, _, dig in elog.snapshots()}
-    start = elog.base_seq
-    state = State()
-    if start:
-        base = elog.latest_snapshot(start)
-        if base is None or base.seq != start:
-            problems.append(f"file starts after seq {start} but has no snapshot there")
-            start = head
-        else:
-            state = restore(base)
-    expected = start + 1
-    bar = tqdm(total=head - start, unit="ev", disable=not progress)
-    for event in elog.iter_events(after=start, until=head):
-        if event.seq != expected:
-            problems.append(f"gap: expected seq {expected}, found {event.seq}")
-            break
-        try:
-            validate_operation(event.op)
-        except ValidationError as exc:
-            problems.append(f"seq {event.seq}: invalid operation: {exc}")
-        apply(state, event)
-        if event.seq in snaps and digest(state) != snaps[event.seq]:
-            problems.append(f"snapshot at seq {event.seq} does not match the fold")
-        expected += 1
-        bar.update(1)
-    bar.close()
-    if expected - 1 != head and not any(p.startswith("gap:") for p in problems):
-        problems.append(f"events stop at seq {expected - 1}, head is {head}")
-    return Verdict(elog.log_id, elog.base_seq, head, len(snaps), digest(state), problems)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
