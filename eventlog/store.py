@@ -524,6 +524,19 @@ class EventLog:
         elif self.base_seq:
             raise self._damaged(f"it starts after seq {self.base_seq} but has no snapshot there")
 
+    def page_problems(self, limit: int = 20) -> list[str]:
+        """What SQLite's quick check finds wrong with the file's pages (torn or overwritten
+        pages, broken indexes): empty when every page is sound. Reads every page."""
+        if self.path == ":memory:":
+            return []
+        with self._lock:
+            self._check_open()
+            try:
+                rows = self._conn.execute(f"PRAGMA quick_check({int(limit)})").fetchall()
+            except sqlite3.DatabaseError as exc:
+                return [f"SQLite's quick check of its pages failed: {exc}"]
+        return [f"SQLite's page check: {row[0]}" for row in rows if row[0] != "ok"]
+
     def _check_state(self) -> None:
         """The state rebuilt at open must be the state at the head."""
         state = self._state

@@ -251,6 +251,27 @@ def test_verify_finds_planted_damage(
     assert finds in text and "Traceback" not in text
 
 
+def test_verify_of_a_copy_with_torn_pages_is_one_clear_line(
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Random bytes over pages in the middle of a copy (a torn copy, a bad disk)."""
+    copy = _copy(demo, tmp_path)
+    raw = bytearray(copy.read_bytes())
+    page = 4096
+    for n in range(2, len(raw) // page - 1, 2):
+        raw[n * page + 100 : n * page + 1100] = os.urandom(1000)
+    copy.write_bytes(bytes(raw))
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.replay", "verify", str(copy), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    said = result.stdout + result.stderr
+    assert str(copy) in said or "FAIL" in said, said
+
+
 def test_verify_finds_a_snapshot_that_does_not_match(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

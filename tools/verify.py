@@ -129,6 +129,7 @@ def verify_log(elog: EventLog, progress: bool = False, workers: int | None = Non
                 [f"file starts after seq {start} but has no snapshot there"],
             )
         state = restore(base)
+    problems.extend((0, text) for text in elog.page_problems())
     workers = workers if workers is not None else (os.cpu_count() or 1)
     cuts = _cuts(start, head, sorted(s for s in snaps if start < s < head))
     parallel = (
