@@ -23,6 +23,7 @@ import datetime
 import hashlib
 import os
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -203,27 +204,48 @@ def load_optional(path: str | Path | None) -> ShowKey | None:
 
 def diagnose(address: str, key: ShowKey | None, timeout: float = 2.0) -> str:
     """Why a dial to `address` (its socket form, see `secure`) fails, in words an operator can
-    act on; "" if it connects. Blocks for up to about `timeout` seconds: run it off the loop."""
+    act on; "" if it connects. Returns within about `timeout` seconds even when the other side
+    accepts the connection and then says nothing (a frozen controller): run it off the loop."""
     tls = {} if key is None else {"tls_config": key.client()}
     sock = pynng.Req0(send_timeout=int(timeout * 1000), **tls)
-    try:
-        sock.dial(address, block=True)
-    except pynng.ConnectionRefused:
+    found: list[str] = []
+    done = threading.Event()
+
+    def dial() -> None:
+        try:
+            sock.dial(address, block=True)
+            found.append("")
+        except BaseException as exc:
+            found.append(_why(exc, key))
+        finally:
+            done.set()
+
+    # a blocking dial has no timeout of its own (a handshake with a stopped process waits
+    # forever): it runs in a thread, and closing the socket ends it
+    threading.Thread(target=dial, name="cuelog-diagnose", daemon=True).start()
+    finished = done.wait(timeout)
+    sock.close()
+    if not finished:
+        return (
+            "it accepts connections but does not answer (is the controller frozen or "
+            "overloaded, or is something else listening there?)"
+        )
+    return found[0] if found else ""
+
+
+def _why(exc: BaseException, key: ShowKey | None) -> str:
+    if isinstance(exc, pynng.ConnectionRefused):
         return "nothing listens there: is it running, and is the address right (--controller)?"
-    except (pynng.CryptoError, pynng.AuthenticationError):
+    if isinstance(exc, pynng.CryptoError | pynng.AuthenticationError):
         if key is None:
             return "the TLS handshake failed"
         return (
             f"the TLS handshake failed: the controller does not hold this show key "
             f"({key.fingerprint}), or it runs without one; give every machine the same --key"
         )
-    except pynng.NNGException as exc:
-        if key is None and "shutdown" in str(exc).lower():
-            return (
-                "the controller closed the connection at once: it probably requires a show key "
-                "(start this one with --key FILE)"
-            )
-        return str(exc)
-    finally:
-        sock.close()
-    return ""
+    if key is None and "shutdown" in str(exc).lower():
+        return (
+            "the controller closed the connection at once: it probably requires a show key "
+            "(start this one with --key FILE)"
+        )
+    return str(exc) or type(exc).__name__

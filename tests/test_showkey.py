@@ -338,3 +338,21 @@ def test_the_cli_makes_and_uses_a_key(tmp_path: Path) -> None:
     finally:
         ctl.terminate()
         ctl.wait(10)
+
+
+def test_a_silent_listener_is_diagnosed_in_bounded_time(keys: tuple[ShowKey, ShowKey]) -> None:
+    """Something accepts the connection and never speaks (a frozen controller): the TLS
+    handshake would wait forever; the tools say so within their timeout instead of hanging."""
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        addr = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        with (
+            pytest.raises(ControllerUnreachable, match="does not answer"),
+            ControllerClient(addr, key=keys[0], timeout=0.5) as client,
+        ):
+            client.status()
+        assert time.monotonic() - started < 5
