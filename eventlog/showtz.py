@@ -48,6 +48,13 @@ def _known(name: str) -> bool:
     return True
 
 
+def readable(name: str | None) -> bool:
+    """Whether this machine can show times in the zone `name` (`zone` falls back to UTC)."""
+    if not name:
+        return False
+    return name == "UTC" or _OFFSET.match(name) is not None or _known(name)
+
+
 def zone(name: str | None) -> dt.tzinfo:
     """The tzinfo for a recorded zone name (UTC for None or one this machine cannot read)."""
     if not name:

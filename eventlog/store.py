@@ -135,9 +135,26 @@ def _connect(path: str, readonly: bool) -> sqlite3.Connection:
         return sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
     if readonly:
         uri = Path(path).absolute().as_uri() + "?mode=ro"
-        return sqlite3.connect(
+        conn = sqlite3.connect(
             uri, uri=True, isolation_level=None, check_same_thread=False, timeout=10
         )
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError as exc:
+            wal = Path(path + "-wal")
+            if ("readonly" in str(exc) or "unable to open" in str(exc)) and (
+                not wal.exists() or wal.stat().st_size == 0
+            ):
+                # a WAL-mode copy in a folder this user cannot write (evidence on read-only
+                # media): SQLite cannot make its -shm file there. With no WAL content to
+                # read, the file alone is the whole log: read it as immutable
+                conn.close()
+                return sqlite3.connect(
+                    uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False
+                )
+        except sqlite3.DatabaseError:
+            pass  # not a database: said properly by the caller's first real read
+        return conn
     return sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
 
 

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import csv
 import datetime as dt
+import math
 import os
 import re
 import sys
@@ -58,9 +59,9 @@ POINT_HELP = (
 def parse_when(text: str, elog: EventLog, tz: dt.tzinfo) -> tuple[str, float]:
     """A point in the show: ``("seq", n)`` or ``("ts", unix seconds)``; see `POINT_HELP`."""
     raw = text.strip()
-    if raw.startswith("#") and raw[1:].isdigit():
+    if raw.startswith("#") and _ascii_digits(raw[1:]):
         return "seq", int(raw[1:])
-    if raw.isdigit() and int(raw) < 100_000_000:
+    if _ascii_digits(raw) and int(raw) < 100_000_000:
         return "seq", int(raw)
     bounds = elog.time_bounds()
     match = _OFFSET.match(raw)
@@ -71,7 +72,7 @@ def parse_when(text: str, elog: EventLog, tz: dt.tzinfo) -> tuple[str, float]:
         return "ts", bounds[0] + hours * 3600 + minutes * 60 + seconds
     try:
         value = float(raw)
-        if value > 1e8:
+        if math.isfinite(value) and 1e8 < value < 1e11:
             return "ts", value
     except ValueError:
         pass
@@ -86,11 +87,28 @@ def parse_when(text: str, elog: EventLog, tz: dt.tzinfo) -> tuple[str, float]:
         time_of_day = dt.time.fromisoformat(raw)
     except ValueError:
         raise UsageError(f"{text!r} is not a point in the show: use {POINT_HELP}") from None
-    first = dt.datetime.fromtimestamp(bounds[0], tz) if bounds else dt.datetime.now(tz)
-    when = dt.datetime.combine(first.date(), time_of_day, tzinfo=tz)
-    if bounds and when.timestamp() < bounds[0] - 12 * 3600:
-        when += dt.timedelta(days=1)  # a show that runs past midnight
-    return "ts", when.timestamp()
+    zone_ = time_of_day.tzinfo or tz  # 21:43+01:00 keeps its own offset
+    if not bounds:
+        today = dt.datetime.now(zone_).date()
+        return "ts", dt.datetime.combine(today, time_of_day.replace(tzinfo=None), zone_).timestamp()
+    # that time of day on the show's first day, the day before or the day after: the one
+    # nearest the show (a show that runs past midnight, a zone other than the show's)
+    first_day = dt.datetime.fromtimestamp(bounds[0], zone_).date()
+    candidates = [
+        dt.datetime.combine(
+            first_day + dt.timedelta(days=d), time_of_day.replace(tzinfo=None), zone_
+        ).timestamp()
+        for d in (-1, 0, 1, 2)
+    ]
+
+    def distance(ts: float) -> float:
+        return max(0.0, bounds[0] - ts, ts - bounds[1])
+
+    return "ts", min(candidates, key=distance)
+
+
+def _ascii_digits(text: str) -> bool:
+    return bool(text) and text.isascii() and text.isdigit()
 
 
 def parse_time(text: str, elog: EventLog, tz: dt.tzinfo | None = None) -> float:
@@ -157,9 +175,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"SELECT target, {noop}, COUNT(*) FROM events WHERE type = 'command' GROUP BY target, 2"
         )
         ok, verdict = _fast_verdict(elog)
-        liveness = elog.events_where(
-            "sender = 'controller' AND target IN ('node_joined', 'node_left')"
-        )
+        show = story.Show(elog.log_id, tz, tz_name)
+        story.lives(elog, show)
         info: dict[str, Any] = {
             "path": args.log,
             "log_id": elog.log_id,
@@ -188,9 +205,6 @@ def cmd_info(args: argparse.Namespace) -> int:
         entry["issued"] += n
         if refused:
             entry["refused"] += n
-    show = story.Show(elog.log_id, tz, tz_name)
-    for event, _ in liveness:
-        story._liveness(show, event, event.op.data or {})
     nodes = {
         node: {
             "periods": [
@@ -267,12 +281,9 @@ def _selected(args: argparse.Namespace, elog: EventLog, tz: dt.tzinfo) -> Iterat
     after = args.after
     until = args.to_seq
     if args.since:  # at or after: a seq, or the first event at or after a time
-        kind, value = parse_when(args.since, elog, tz)
-        first = int(value) if kind == "seq" else _first_seq_at_or_after(elog, value)
-        after = max(after, first - 1)
+        after = max(after, first_seq_from(args.since, elog, tz) - 1)
     if args.until:  # before: a seq, or a time
-        kind, value = parse_when(args.until, elog, tz)
-        last = (int(value) if kind == "seq" else _first_seq_at_or_after(elog, value)) - 1
+        last = first_seq_from(args.until, elog, tz) - 1
         until = last if until is None else min(until, last)
     grep = args.grep.casefold() if args.grep else None
     shown = 0
@@ -292,6 +303,13 @@ def _selected(args: argparse.Namespace, elog: EventLog, tz: dt.tzinfo) -> Iterat
         shown += 1
         if args.limit and shown >= args.limit:
             return
+
+
+def first_seq_from(text: str, elog: EventLog, tz: dt.tzinfo) -> int:
+    """The first seq at or after a point: the seq itself, or the first event at or after the
+    time."""
+    kind, value = parse_when(text, elog, tz)
+    return int(value) if kind == "seq" else _first_seq_at_or_after(elog, value)
 
 
 def _first_seq_at_or_after(elog: EventLog, ts: float) -> int:
@@ -436,7 +454,7 @@ def cmd_cue(args: argparse.Namespace) -> int:
         tz, tz_name = _zone(args, elog)
         target = args.cue
         seq: int | None = None
-        if not elog.select("SELECT 1 FROM events WHERE target = ? LIMIT 1", (target,)):
+        if target.startswith("#") or not story.is_cue(elog, target):
             with contextlib.suppress(UsageError):  # not a cue of this log: a point in it?
                 seq = seq_of(target, elog, tz)
         if seq is not None:
@@ -477,12 +495,18 @@ def cmd_node(args: argparse.Namespace) -> int:
 def cmd_timeline(args: argparse.Namespace) -> int:
     with _open(args.log) as elog:
         tz, _ = _zone(args, elog)
-        after = seq_of(args.since, elog, tz) - 1 if args.since else 0
-        until = seq_of(args.until, elog, tz) if args.until else None
+        after = first_seq_from(args.since, elog, tz) - 1 if args.since else 0
+        until = first_seq_from(args.until, elog, tz) - 1 if args.until else None
+        if until is not None and until <= after:
+            raise UsageError(f"--until ({args.until}) is not after --since ({args.since})")
+        if elog.head <= elog.base_seq:
+            raise UsageError(f"{args.log} holds no events: there is no show to draw")
         show = story.read_show(
             elog, after=max(0, after), until=until, utc=args.utc, progress=_progress(args)
         )
-    out = timeline.write(show, args.output, args.title or f"cuelog show {Path(args.log).name}")
+    out = timeline.write(
+        show, writable(args.output, args.log), args.title or f"cuelog show {Path(args.log).name}"
+    )
     print(
         f"wrote {out}: {len(show.runs)} cue runs on {len(show.nodes)} nodes, "
         f"{len(show.markers)} commands "
@@ -500,11 +524,46 @@ def cmd_export(args: argparse.Namespace) -> int:
         elog = stack.enter_context(_open(args.log))
         out: TextIO = sys.stdout
         if args.output:
-            out = stack.enter_context(open(args.output, "w", newline="", encoding="utf-8"))
+            target = writable(args.output, args.log)
+            tmp = target.with_name(f".{target.name}.part")
+            out = stack.enter_context(_output(tmp))
+            stack.callback(tmp.unlink, missing_ok=True)  # a failed export leaves nothing
         head = _export(args, elog, out)
+        if args.output:
+            out.close()
+            os.replace(tmp, target)
     if args.output:
         print(f"exported seqs up to {head} to {args.output}", file=sys.stderr)
     return 0
+
+
+def writable(output: str, log: str) -> Path:
+    """`output` checked before anything is written: never the log itself or one of its
+    companion files (replay never writes to what it reads), and a folder that exists."""
+    target = Path(output)
+    log_path = Path(log).resolve()
+    resolved = target.resolve()
+    companions = {log_path} | {
+        log_path.with_name(log_path.name + suffix)
+        for suffix in ("-wal", "-shm", "-journal", ".lock")
+    }
+    same = resolved in companions or (
+        target.exists() and log_path.exists() and os.path.samefile(target, log_path)
+    )
+    if same:
+        raise UsageError(f"{output} is the log being read (or one of its files): write elsewhere")
+    if target.is_dir():
+        raise UsageError(f"{output} is a folder: give a file name")
+    if not resolved.parent.is_dir():
+        raise UsageError(f"cannot write {output}: the folder {resolved.parent} does not exist")
+    return target
+
+
+def _output(path: Path) -> TextIO:
+    try:
+        return open(path, "w", newline="", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _export(args: argparse.Namespace, elog: EventLog, out: TextIO) -> int:
@@ -590,6 +649,16 @@ def _hostport(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
 def _speed(text: str) -> float:
     try:
         value = float(text)
@@ -658,7 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="only this target (cue id, command name, ...)")
     p.add_argument("--sender", help="only from this sender (node id or 'controller')")
     p.add_argument("--grep", metavar="TEXT", help="only events whose data contains TEXT")
-    p.add_argument("--limit", type=int, default=0, help="at most this many events")
+    p.add_argument("--limit", type=_count, default=0, help="at most this many events (0: all)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON lines (with the no-op reason)")
     fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
@@ -753,6 +822,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # an output that cannot be written, a file gone mid-read
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"replay: error:{where} {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -79,6 +80,8 @@ class Playback:
         self._wake = asyncio.Event()
         self._anchor: tuple[float, float] | None = None  # (monotonic, show ts)
         self._task: asyncio.Task[None] | None = None
+        #: bumped by every control: a read or a wait that started before one is stale
+        self._generation = 0
         #: each node's liveness at the position (for the gateway's node values)
         self._nodes: dict[str, dict[str, Any]] = {}
 
@@ -117,20 +120,22 @@ class Playback:
         head = elog.head if elog is not None else 0
         return head if self.end is None else min(self.end, head)
 
+    def _changed(self) -> None:
+        self._generation += 1
+        self._anchor = None  # re-anchored at the next event: no jump
+        self._wake.set()
+
     def pause(self) -> None:
         self.paused = True
-        self._anchor = None
-        self._wake.set()
+        self._changed()
 
     def play(self) -> None:
         self.paused = False
-        self._anchor = None
-        self._wake.set()
+        self._changed()
 
     def set_speed(self, speed: float) -> None:
         self.speed = _check_speed(speed)
-        self._anchor = None  # re-anchored at the next event: no jump
-        self._wake.set()
+        self._changed()
 
     def seek(self, seq: int) -> None:
         """Jump to just after `seq` (back or forward): every viewer gets the state there."""
@@ -141,11 +146,10 @@ class Playback:
         state = elog.state_at(seq)
         self.position = seq
         self._nodes = dict(state.nodes)
-        self._anchor = None
         for viewer in self.listeners:
             viewer.rewind(state.copy())
         self.finished.clear()
-        self._wake.set()
+        self._changed()
         log.info("replay: seek to seq %d", seq, extra={"node": "replay", "seq": seq})
 
     async def on_osc(self, session: Session, msg: OscMsg, gateway: Gateway) -> None:
@@ -186,6 +190,8 @@ class Playback:
         if isinstance(value, bool):
             raise UsageError("seek to a seq or a time")
         if isinstance(value, int | float):
+            if not math.isfinite(value):
+                raise UsageError("seek to a seq or a time")
             return int(value)
         if isinstance(value, str) and self.seek_parser is not None and self._elog is not None:
             seq: int = self.seek_parser(value, self._elog)
@@ -196,10 +202,14 @@ class Playback:
 
     async def run(self) -> None:
         self._task = asyncio.current_task()
-        elog = await asyncio.to_thread(EventLog.open, self.path, readonly=True, pin=True)
+        # not pinned: one read transaction held for a whole replay would keep a live log's
+        # WAL from being checkpointed for hours; the seqs up to the head at open never change
+        elog = await asyncio.to_thread(EventLog.open, self.path, readonly=True)
         self._elog = elog
         try:
             self.log_id = elog.log_id
+            if self.end is None:
+                self.end = elog.head
             start = max(elog.base_seq, min(self.start, elog.head))
             state = await asyncio.to_thread(elog.state_at, start)
             self.position = start
@@ -235,9 +245,13 @@ class Playback:
                 await self._wake.wait()
                 continue
             if not pending or pending[0].seq != self.position + 1:
+                generation = self._generation
                 pending = await asyncio.to_thread(
                     elog.read, self.position, CHUNK, until=self.end_seq
                 )
+                if generation != self._generation:
+                    pending = []  # a seek (or pause) came while it read: start over
+                    continue
                 if not pending:
                     self.position = self.end_seq
                     continue
@@ -255,6 +269,8 @@ class Playback:
                     continue  # a control changed something: start over from the position
                 except TimeoutError:
                     pass
+            if self.paused:
+                continue
             now = time.monotonic()
             batch = [e for e in pending if wall + (e.ts - show_ts) / self.speed <= now + 0.001] or [
                 first

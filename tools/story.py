@@ -17,7 +17,7 @@ from typing import Any, Final
 from tqdm import tqdm
 
 from eventlog import CONTROLLER, NODE_JOINED, NODE_LEFT, Event, EventLog, apply, dumps, restore
-from eventlog.showtz import zone
+from eventlog.showtz import readable, zone
 from eventlog.state import State
 from eventlog.store import NOT_RECORDED
 
@@ -112,8 +112,10 @@ def show_zone(elog: EventLog, utc: bool = False) -> tuple[dt.tzinfo, str]:
     machine's for a file that recorded none)."""
     if utc:
         return dt.UTC, "UTC"
-    if elog.show_tz:
+    if elog.show_tz and readable(elog.show_tz):
         return zone(elog.show_tz), elog.show_tz
+    if elog.show_tz:
+        return dt.UTC, f"UTC (the log's zone {elog.show_tz} is unknown on this machine)"
     local = dt.datetime.now().astimezone().tzinfo or dt.UTC
     return local, f"{local} (this machine's; the log records no zone)"
 
@@ -133,15 +135,16 @@ def read_show(
     snap = elog.latest_snapshot(start) if start else None
     state = restore(snap) if snap is not None else State()
     head = elog.head if until is None else min(until, elog.head)
-    walk = elog.iter_events(after=state.seq, until=head)
-    bar = tqdm(total=max(0, head - state.seq), unit="ev", disable=not progress, leave=False)
+    for event in elog.iter_events(after=state.seq, until=start):
+        apply(state, event)
     playing: dict[str, CueRun] = {}
+    _seed(elog, show, playing, state)
+    walk = elog.iter_events(after=start, until=head)
+    bar = tqdm(total=max(0, head - start), unit="ev", disable=not progress, leave=False)
     last_go: int | None = None
     for event in walk:
         bar.update(1)
         reason = apply(state, event)
-        if event.seq <= start:
-            continue
         show.events += 1
         if show.first_ts is None:
             show.first_ts = event.ts
@@ -180,6 +183,31 @@ def read_show(
                 life.fired[data["seq"]] = delay if isinstance(delay, int | float) else None
     bar.close()
     return show
+
+
+def _seed(
+    elog: EventLog,
+    show: Show,
+    playing: dict[str, CueRun],
+    state: State,
+    cues: frozenset[str] | None = None,
+) -> None:
+    """What was already so where the reading starts (a window of the show, or a replica that
+    began from a snapshot): nodes online, and cues playing (only `cues`, when given)."""
+    if not state.seq:
+        return
+    rows = elog.events_where("seq = ?", (state.seq,))
+    ts = rows[0][0].ts if rows else (elog.time_bounds() or (0.0, 0.0))[0]
+    for node, info in state.nodes.items():
+        if info.get("online"):
+            show.node(node).periods.append(Period(state.seq, ts, "online before"))
+    for cue, info in state.cues.items():
+        if 1 <= info["status"] <= 99 and (cues is None or cue in cues):
+            started = elog.events_where("seq = ?", (info["seq"],))
+            start_ts = started[0][0].ts if started else ts
+            run = CueRun(cue, info.get("node", ""), info["seq"], start_ts, progress=info["status"])
+            playing[cue] = run
+            show.runs.append(run)
 
 
 def _end(run: CueRun, event: Event, outcome: str, why: str) -> None:
@@ -281,7 +309,7 @@ def _reasons(
 ) -> list[tuple[Event, str | None]]:
     """`rows` with every reason known: rows from before the file recorded reasons get theirs
     by folding up to them (from the nearest snapshot)."""
-    out = []
+    out: list[tuple[Event, str | None]] = []
     for event, reason in rows:
         if reason == NOT_RECORDED:
             state = elog.state_at(event.seq - 1)
@@ -291,14 +319,36 @@ def _reasons(
 
 
 def _mentions(event: Event, cue: str) -> bool:
+    """Whether `event`'s data names `cue`: as a value (``nextcue``, ``setnextcue``), as the
+    first word of one (``cue_enabled`` "<cue> <0|1>"), or in a load's list of cues."""
     data = event.op.data or {}
     for value in data.values():
         if value == cue or (isinstance(value, str) and value.split(" ")[0] == cue):
             return True
+        if isinstance(value, list):
+            for item in value:
+                if item == cue or (isinstance(item, dict) and item.get("id") == cue):
+                    return True
     return False
 
 
-def _lives(elog: EventLog, show: Show) -> None:
+def is_cue(elog: EventLog, name: str) -> bool:
+    """Whether this log knows a cue called `name` (it played, was listed by a load, or was
+    the next cue): a number can be a cue id as well as a seq."""
+    if elog.select("SELECT 1 FROM events WHERE target = ? AND type = 'cue' LIMIT 1", (name,)):
+        return True
+    if name in elog.state_at(elog.head).cues:
+        return True
+    rows = elog.events_where(
+        "(type = 'status' OR type = 'command') AND data LIKE ? ESCAPE '\\'", (_like(name),)
+    )
+    return any(_mentions(event, name) for event, _ in rows)
+
+
+def lives(elog: EventLog, show: Show) -> None:
+    """Every node's online periods and restarts, into `show`."""
+    if elog.base_seq:  # a replica that began from a snapshot: who was online then
+        _seed(elog, show, {}, elog.state_at(elog.base_seq), frozenset())
     rows = elog.events_where("sender = 'controller' AND target IN ('node_joined', 'node_left')")
     for event, _ in rows:
         _liveness(show, event, event.op.data or {})
@@ -314,7 +364,7 @@ def cue_story(
     """Every event that touched `cue`, the commands around each of its runs, which nodes were
     online and whether they fired the GO (and how late): why it played, or why it did not."""
     show = Show(elog.log_id, tz, tz_name)
-    _lives(elog, show)
+    lives(elog, show)
     rows = _reasons(
         elog,
         elog.events_where(
@@ -329,6 +379,10 @@ def cue_story(
         lines.append(f"no event of this log touches cue {cue}")
         return lines, facts
     playing: dict[str, CueRun] = {}
+    if elog.base_seq:  # it may have been playing when this replica's file begins
+        seeded = Show(elog.log_id, tz, tz_name)
+        _seed(elog, seeded, playing, elog.state_at(elog.base_seq), frozenset({cue}))
+        show.runs.extend(seeded.runs)
     last_go: int | None = None
     for event, reason in touched:
         facts["events"].append({**event.to_dict(), "noop": reason})
@@ -399,12 +453,20 @@ def _short(data: dict[str, Any], width: int = 80) -> str:
 
 
 def _last_go_before(elog: EventLog, seq: int) -> int | None:
-    rows = elog.select(
-        "SELECT seq FROM events WHERE seq < ? AND type = 'command' AND target = 'go' "
-        "ORDER BY seq DESC LIMIT 1",
-        (seq,),
-    )
-    return int(rows[0][0]) if rows else None
+    """The last GO before `seq` that the reducer accepted (a refused GO started nothing)."""
+    while True:
+        rows = elog.events_where(
+            "seq IN (SELECT seq FROM events WHERE seq < ? AND type = 'command' AND "
+            "target = 'go' ORDER BY seq DESC LIMIT 20)",
+            (seq,),
+        )
+        if not rows:
+            return None
+        for event, reason in reversed(_reasons(elog, rows)):
+            if reason is None:
+                accepted: int = event.seq
+                return accepted
+        seq = rows[0][0].seq
 
 
 def _first_go_after(elog: EventLog, seq: int) -> tuple[Event, str | None] | None:
@@ -472,7 +534,7 @@ def node_story(
 ) -> tuple[list[str], dict[str, Any]]:
     """A node's joins, leaves and restarts, the commands it got and fired, what it reported."""
     show = Show(elog.log_id, tz, tz_name)
-    _lives(elog, show)
+    lives(elog, show)
     life = show.nodes.get(node) or NodeLife(node)
     own = elog.events_where("sender = ?", (node,))
     for event, _ in own:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -34,13 +36,21 @@ LANE_GAP: Final = 14
 #: width per minute of show (px), within these bounds
 PX_PER_MIN: Final = 14.0
 MIN_WIDTH: Final = 1120
-MAX_WIDTH: Final = 8000
+MAX_WIDTH: Final = 24000
+#: the width a cue bar of typical length gets (px), so its label fits
+MIN_BAR: Final = 48.0
+#: GO markers closer than this (px, on average) become ticks on the axis, not lines
+DENSE_GO: Final = 12.0
 #: tick spacings (seconds): the first that gives at most 16 ticks
 TICKS: Final = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400)
 
 
+#: characters XML 1.0 does not allow (an accepted id may hold them): shown as U+FFFD
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _esc(text: str) -> str:
-    return html.escape(text, quote=True)
+    return html.escape(_NOT_XML.sub("\ufffd", text), quote=True)
 
 
 def _rows(runs: list[CueRun], end_ts: float) -> list[list[CueRun]]:
@@ -66,8 +76,11 @@ def render_svg(show: Show, title: str) -> str:
     start = show.first_ts if show.first_ts is not None else 0.0
     end = show.last_ts if show.last_ts is not None else start + 1.0
     end = max(end, start + 1.0)
-    minutes = (end - start) / 60
-    width = int(min(MAX_WIDTH, max(MIN_WIDTH, LEFT + 40 + minutes * PX_PER_MIN)))
+    # wide enough that a typical cue bar is readable (scroll the HTML), within bounds
+    lengths = sorted((r.end_ts if r.end_ts is not None else end) - r.start_ts for r in show.runs)
+    typical = lengths[len(lengths) // 2] if lengths else 0.0
+    per_second = max(PX_PER_MIN / 60, MIN_BAR / typical if typical > 0 else 0.0)
+    width = int(min(MAX_WIDTH, max(MIN_WIDTH, LEFT + 40 + (end - start) * per_second)))
     span_px = width - LEFT - 40
 
     def x(ts: float) -> float:
@@ -89,7 +102,8 @@ def render_svg(show: Show, title: str) -> str:
     ]
     # time axis: a tick every `step` seconds, on round clock times
     seconds = end - start
-    step = next((t for t in TICKS if seconds / t <= 16), TICKS[-1])
+    # a label at least every ~90 px apart, on round clock times
+    step = next((t for t in TICKS if t * span_px / seconds >= 90), TICKS[-1])
     fmt = "%H:%M:%S" if step < 60 else "%H:%M"
     axis_y = TOP - 8
     offset = dt.datetime.fromtimestamp(start, tz).utcoffset() or dt.timedelta()
@@ -121,13 +135,23 @@ def render_svg(show: Show, title: str) -> str:
             for run in row:
                 out.append(_bar(run, x, y + r * ROW, end, tz))
         y += lane_h + LANE_GAP
-    # command markers across every lane
+    # command markers across every lane (GOs as ticks on the axis when they come thick)
+    gos = sum(1 for m in show.markers if m.command == "go" and m.refused is None)
+    dense = gos > 1 and span_px / gos < DENSE_GO
     for mark in show.markers:
         colour = MARKERS.get(mark.command)
         if colour is None:
             continue
         refused = mark.refused is not None
         px = x(mark.ts)
+        if dense and mark.command == "go" and not refused:
+            out.append(
+                f'<line class="mark" x1="{px:.1f}" y1="{TOP - 6}" x2="{px:.1f}" y2="{TOP}" '
+                f'stroke="{colour}" stroke-width="1.5"><title>'
+                f"{_esc(f'GO at {clock(mark.ts, tz)} (seq {mark.seq}) by {mark.sender}')}"
+                "</title></line>"
+            )
+            continue
         tip = (
             f"{mark.command.upper()} at {clock(mark.ts, tz)} (seq {mark.seq}) by {mark.sender}"
             + (f": REFUSED, {mark.refused}" if refused else "")
@@ -253,5 +277,10 @@ def write(show: Show, path: str | Path, title: str) -> Path:
         )
     else:
         text = '<?xml version="1.0" encoding="UTF-8"?>\n' + svg + "\n"
-    path.write_text(text, encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
