@@ -31,7 +31,7 @@ class ControllerClient:
         self.address = address = secure(address, key)
         self._key = key
         self.timeout = timeout
-        self._unique = uuid.uuid4().hex[:12]
+        self._secret = uuid.uuid4().hex
         self._counter = 0
         #: the node this connection said hello as (submits are taken only as that node)
         self._session: str | None = None
@@ -97,12 +97,13 @@ class ControllerClient:
         raise CuelogError("the state kept changing while it was being read; try again")
 
     def origin(self, node: str) -> str:
-        """The op-id origin of this client's ops as `node`."""
-        return f"{node}/{self._unique}"
+        """The op-id origin of this client's ops as `node` (its secret proves it)."""
+        return protocol.origin_of(node, self._secret)
 
     def hello(self, node: str) -> None:
         """Say hello as `node` on this connection (done by `submit` when needed)."""
-        reply = self.request({"k": "hello", "node": node, "inst": self.origin(node)})
+        msg = {"k": "hello", "node": node, "inst": self.origin(node), "secret": self._secret}
+        reply = self.request(msg)
         if reply.get("k") != "welcome":
             self._session = None
             raise CuelogError(f"the controller refused hello as {node}: {reply.get('error')}")

@@ -301,8 +301,13 @@ class NodesHub:
         self._on_operation_received: dict[OperationType, Callable[..., Any]] | None = None
         self.controller: Controller | None = None
         self.replica: NodeReplica | None = None
-        if "key" not in options and os.environ.get(KEY_ENV):
+        if (
+            "key" not in options
+            and os.environ.get(KEY_ENV)
+            and hub_address.startswith(("tcp://", "tls+tcp://"))
+        ):
             # engine code written against the seed passes no key: the environment names it
+            # (for the addresses a key protects; ipc:// stays on this machine)
             options["key"] = ShowKey.load(os.environ[KEY_ENV])
         if mode is NodesHub.Mode.LISTENER:
             self.controller = Controller(

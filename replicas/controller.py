@@ -262,7 +262,7 @@ class Controller:
                 pipe_id = _pipe_id(pipe)
                 if pipe_id is not None:
                     with contextlib.suppress(RuntimeError):  # the loop is closing
-                        loop.call_soon_threadsafe(core.pipe_closed, pipe_id)
+                        loop.call_soon_threadsafe(core.pipe_closed, pipe_id, time.monotonic())
 
             rep.add_post_pipe_remove_cb(closed)
             log.info(
@@ -397,6 +397,10 @@ class Controller:
                 f"{', '.join(sorted(protocol.REQUEST_KINDS))})"
             )
         except InputError as exc:
+            rule = getattr(exc, "rule", "bad-request")
+            if rule == "hello-first":  # a reconnected node: routine, it says hello next
+                log.info("%s: %s", _peer(pipe), exc, extra={"node": "controller", "seq": "-"})
+                return protocol.error(str(exc), rule)
             self.stats["bad_requests"] += 1
             where = _peer(pipe)
             log.warning(
@@ -405,7 +409,7 @@ class Controller:
                 exc,
                 extra={"node": "controller", "seq": core.head},
             )
-            return protocol.error(str(exc), getattr(exc, "rule", "bad-request"))
+            return protocol.error(str(exc), rule)
 
     def _admit_nowait(
         self,

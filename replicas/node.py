@@ -19,7 +19,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -369,7 +368,8 @@ class NodeReplica:
         self.request_timeout = request_timeout
         self.max_command_age = max_command_age
         self.cue_interval = 1.0 / cue_status_hz
-        self.outbox = Outbox(node_id, outbox_size, f"{node_id}/{uuid.uuid4().hex[:12]}")
+        origin, self._secret = protocol.new_origin(node_id)
+        self.outbox = Outbox(node_id, outbox_size, origin)
         self.commands = CommandDispatcher(node_id)
         self.commands.callback = command_callback
         self.commands.on_fired = self._report_fired
@@ -514,6 +514,7 @@ class NodeReplica:
             store,
             max_command_age=self.max_command_age,
             instance=self.outbox.origin,
+            secret=self._secret,
         )
         self.core.on_applied = self.on_applied
         self._start_session(resumed=store.head > 0)

@@ -55,9 +55,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import itertools
 import math
 import operator
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -112,6 +114,19 @@ if not (
 PROTOCOL_VERSION: Final = 1
 
 REQUEST_KINDS: Final = frozenset({"hello", "submit", "fetch", "beat", "status", "state"})
+
+
+def new_origin(node: str) -> tuple[str, str]:
+    """A fresh op-id origin for a process speaking as `node`, and the secret that proves it:
+    ``(origin, secret)``. The origin is ``<node>/<16 hex>``, a hash of the secret: every event
+    shows the origin, only its process knows the secret (it goes in ``hello`` only)."""
+    secret = secrets.token_hex(16)
+    return origin_of(node, secret), secret
+
+
+def origin_of(node: str, secret: str) -> str:
+    """The op-id origin a ``hello``'s secret proves for `node`."""
+    return f"{node}/{hashlib.sha256(secret.encode()).hexdigest()[:16]}"
 
 
 class ProtocolError(InputError):

@@ -127,10 +127,13 @@ class ReplicaCore:
         fetch_limit: int = MAX_FRAME_EVENTS,
         max_command_age: float = DEFAULT_MAX_COMMAND_AGE,
         instance: str = "",
+        secret: str = "",
     ) -> None:
         self.node_id = node_id
         #: this process's claim on the id (its op-id origin): one live process per id
         self.instance = instance
+        #: proves `instance` at hello (`protocol.origin_of`); never sent elsewhere
+        self.secret = secret
         self.store = store
         self.max_pending = max_pending
         self.fetch_limit = fetch_limit
@@ -190,6 +193,7 @@ class ReplicaCore:
             "k": "hello",
             "node": self.node_id,
             "inst": self.instance,
+            "secret": self.secret or None,
             "log": self.store.log_id or None,
             "after": self.applied,
         }

@@ -60,6 +60,12 @@ MAX_NODES: Final = 1024
 #: origins whose admitted high-water mark is kept in memory (older ones are re-read)
 ORIGIN_MEMORY: Final = 4096
 DEFAULT_NODE_TIMEOUT: Final = 3.0
+#: seconds after a holder's connection closed during which only it may take its id back
+RECLAIM_GRACE: Final = 1.5
+#: sessions kept at most, and how long an idle one lives (a tool's connection: it says hello
+#: again when told ``hello-first``)
+MAX_SESSIONS: Final = 4096
+SESSION_IDLE: Final = 120.0
 #: a liveness tick this much later than due means the controller itself stalled (seconds)
 STALL: Final = 1.0
 #: a fetch further behind than this (in events) gets the newest snapshot instead of the tail
@@ -108,6 +114,9 @@ class NodeInfo:
     pipe: int | None = None
     #: another live process claimed this id and was refused (shown by status)
     conflict: str = ""
+    #: when the holder's connection closed (monotonic): another process may take the id only
+    #: `RECLAIM_GRACE` later, so a network blip does not hand it to whoever asks first
+    released_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -124,11 +133,19 @@ class Session:
     catchup: str = "none"
 
 
-def check_inst(node: str, inst: str) -> str:
-    """A hello's ``inst`` (the op-id origin its connection will use): ``<node>/<unique>``."""
+def check_inst(node: str, inst: str, secret: object) -> str:
+    """A hello's ``inst`` (the op-id origin its connection will use), proven by its ``secret``
+    (`protocol.origin_of`): every event shows an origin, so an origin alone proves nothing."""
     if not (len(node) + 1 < len(inst) <= MAX_ORIGIN_LEN and inst.startswith(node + "/")):
         raise ProtocolError(
             f"'inst' must be '{node}/' and a unique part, at most {MAX_ORIGIN_LEN} characters"
+        )
+    if not isinstance(secret, str) or not 0 < len(secret) <= 256:
+        raise ProtocolError("a hello with 'inst' proves it with its 'secret'", "unproven")
+    if protocol.origin_of(node, secret) != inst:
+        raise ProtocolError(
+            f"the secret does not prove origin {inst}: a process claims only its own origin",
+            "unproven",
         )
     return inst
 
@@ -179,6 +196,9 @@ class ControllerCore:
         #: origin, the connection that holds it. Both shrink when connections close.
         self.sessions: dict[int, Session] = {}
         self._origin_pipe: dict[str, int] = {}
+        #: connections closed lately (a hello handled after its connection closed opens no
+        #: session); LRU-bounded
+        self._closed: OrderedDict[int, None] = OrderedDict()
         #: ops to append that `take_ops` hands to the shell (restarts seen at hello)
         self._pending_ops: list[Submission] = []
         head = elog.head
@@ -414,7 +434,7 @@ class ControllerCore:
         seen = now if mono is None else mono
         inst = protocol.field(msg, "inst", str, optional=True) or None  # "": none
         if inst is not None:
-            check_inst(node, inst)
+            check_inst(node, inst, msg.get("secret"))
         their_log = protocol.field(msg, "log", str, optional=True)
         after = protocol.field(msg, "after", int, optional=True) or 0
         head = self.head
@@ -616,6 +636,9 @@ class ControllerCore:
         """Nodes silent for longer than the timeout have left: ops to append. ``now`` must be
         the clock `beat` got as ``mono`` (a monotonic one in the controller)."""
         ops: list[Submission] = []
+        idle = max(SESSION_IDLE, 10 * self.node_timeout)
+        for session in [s for s in self.sessions.values() if now - s.last_seen > idle]:
+            self._drop_session(session)  # a connection silent this long says hello again
         for info in self.nodes.values():
             if info.online and now - info.last_seen > self.node_timeout:
                 info.online = False
@@ -657,9 +680,14 @@ class ControllerCore:
         if not isinstance(inst, str) or not inst or info is None or not info.instance:
             return None
         if inst == info.instance:
-            info.pipe = pipe if pipe is not None else info.pipe
+            if pipe is not None and pipe not in self._closed:
+                info.pipe, info.released_at = pipe, None
             return None
-        holder_live = info.pipe is not None and mono - info.last_seen <= self.node_timeout
+        holder_live = (info.pipe is not None and mono - info.last_seen <= self.node_timeout) or (
+            info.pipe is None
+            and info.released_at is not None
+            and mono - info.released_at < RECLAIM_GRACE
+        )
         if holder_live:
             if info.conflict != inst:
                 info.conflict = inst
@@ -709,7 +737,8 @@ class ControllerCore:
                     catchup=catchup,
                 )
             )
-        info.instance, info.pipe, info.conflict = inst, pipe, ""
+        info.instance, info.conflict, info.released_at = inst, "", None
+        info.pipe = None if pipe in self._closed else pipe
         info.last_seen = max(info.last_seen, mono)  # the new holder is live from now on
         return None
 
@@ -752,6 +781,11 @@ class ControllerCore:
     def _open_session(
         self, node: str, inst: str, pipe: int, mono: float, after: int = 0, catchup: str = "none"
     ) -> None:
+        if pipe in self._closed:
+            return  # its connection closed before its hello was handled: nothing to keep
+        if len(self.sessions) >= MAX_SESSIONS:
+            oldest = min(self.sessions.values(), key=lambda s: s.last_seen)
+            self._drop_session(oldest)
         holder = self._origin_pipe.get(inst)
         if holder is not None and holder != pipe:
             self.sessions.pop(holder, None)  # it gave the origin up (`_origin_held`)
@@ -784,16 +818,26 @@ class ControllerCore:
     def _hold(self, info: NodeInfo, msg: dict[str, Any], pipe: int | None) -> None:
         inst = msg.get("inst")
         if isinstance(inst, str) and inst and not info.instance:
-            info.instance, info.pipe = inst, pipe
+            info.instance = inst
+            info.pipe = None if pipe in self._closed else pipe
 
-    def pipe_closed(self, pipe: int) -> None:
+    def pipe_closed(self, pipe: int, mono: float | None = None) -> None:
         """A connection closed: a node that held its id through it holds it no longer (a
-        process killed with -9 is replaced at once, without waiting for the timeout)."""
+        process killed with -9 is replaced `RECLAIM_GRACE` later, not after the timeout)."""
+        self._closed[pipe] = None
+        while len(self._closed) > MAX_SESSIONS:
+            self._closed.popitem(last=False)
         for info in self.nodes.values():
             if info.pipe == pipe:
                 info.pipe = None
-        session = self.sessions.pop(pipe, None)
-        if session is not None and self._origin_pipe.get(session.inst) == pipe:
+                info.released_at = mono
+        session = self.sessions.get(pipe)
+        if session is not None:
+            self._drop_session(session)
+
+    def _drop_session(self, session: Session) -> None:
+        self.sessions.pop(session.pipe, None)
+        if self._origin_pipe.get(session.inst) == session.pipe:
             del self._origin_pipe[session.inst]
 
     def stalled(self, gap: float, now: float) -> None:
@@ -809,6 +853,8 @@ class ControllerCore:
         )
         for info in self.nodes.values():
             info.last_seen = min(info.last_seen + gap, now)
+        for session in self.sessions.values():
+            session.last_seen = min(session.last_seen + gap, now)
 
     def state_reply(self, msg: dict[str, Any] | None = None) -> dict[str, Any]:
         """The whole current state at one seq (takes the log's lock: call off the event loop).

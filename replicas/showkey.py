@@ -103,6 +103,7 @@ class ShowKey:
                 f"the private key in {path} does not belong to its certificate: the file is "
                 "damaged; copy it again from the machine that made it"
             )
+        _check_made_by_keygen(cert, path, make)
         der = cert.public_bytes(serialization.Encoding.DER)
         warning = None
         if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -138,6 +139,35 @@ class ShowKey:
     def client(self) -> pynng.TLSConfig:
         """The TLS setup of a dialing socket (node or tool); it checks the controller too."""
         return self._config(pynng.TLSConfig.MODE_CLIENT)
+
+
+def _check_made_by_keygen(cert: x509.Certificate, path: Path, make: str) -> None:
+    """A certificate every peer can accept: made for `SERVER_NAME`, valid now, its own
+    authority. Anything else would load and then fail every handshake, looking like a wrong
+    key."""
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        hosts = names.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        hosts = []
+    if SERVER_NAME not in hosts:
+        raise KeyFileError(
+            f"{path} is a certificate for {', '.join(hosts) or 'no host name'}, not a show key "
+            f"(the key names the host {SERVER_NAME!r}): {make}"
+        )
+    now = datetime.datetime.now(datetime.UTC)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise KeyFileError(
+            f"the show key {path} is valid only from {cert.not_valid_before_utc:%Y-%m-%d} to "
+            f"{cert.not_valid_after_utc:%Y-%m-%d} (is this machine's clock right?): {make}"
+        )
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        authority = constraints.ca
+    except x509.ExtensionNotFound:
+        authority = False
+    if not authority:
+        raise KeyFileError(f"{path} cannot vouch for itself, so it is not a show key: {make}")
 
 
 def generate(path: str | Path, *, force: bool = False) -> ShowKey:

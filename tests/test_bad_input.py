@@ -17,6 +17,7 @@ import pytest
 
 from eventlog import EventLog
 from replicas import protocol
+from replicas.protocol import origin_of
 from tests.cluster import (
     ControllerThread,
     controller_thread,
@@ -35,7 +36,9 @@ def live(tmp_path: Path) -> Iterator[tuple[str, ControllerThread]]:
 
 
 #: the session `ask` opens: node n1, whose ops carry this origin
-HELLO = {"k": "hello", "node": "n1", "inst": "n1/test"}
+#: n1's op-id origin here, and the secret that proves it at hello
+ORIGIN = origin_of("n1", "test")
+HELLO = {"k": "hello", "node": "n1", "inst": ORIGIN, "secret": "test"}
 
 
 def say_hello(sock: pynng.Req0) -> None:
@@ -64,7 +67,7 @@ def good_op(n: int) -> dict[str, Any]:
         "sender": "n1",
         "target": "nextcue",
         "data": {"nextcue": f"c{n}"},
-        "op_id": ["n1/test", n],
+        "op_id": [ORIGIN, n],
     }
 
 
@@ -125,7 +128,7 @@ def test_invalid_operations_are_refused_one_by_one(live: tuple[str, ControllerTh
             "sender": "n1",
             "target": "t",
             "data": None,
-            "op_id": ["n1/test", 100],
+            "op_id": [ORIGIN, 100],
         },
         {
             "type": "cue",
@@ -133,7 +136,7 @@ def test_invalid_operations_are_refused_one_by_one(live: tuple[str, ControllerTh
             "sender": "n1",
             "target": "c",
             "data": {"percentage": 1e308 * 10 if False else 500},
-            "op_id": ["n1/test", 101],
+            "op_id": [ORIGIN, 101],
         },
         {
             "type": "status",
@@ -141,7 +144,7 @@ def test_invalid_operations_are_refused_one_by_one(live: tuple[str, ControllerTh
             "sender": "n1",
             "target": "node_joined",
             "data": {"node": "evil"},
-            "op_id": ["n1/test", 102],
+            "op_id": [ORIGIN, 102],
         },
         {
             "type": "status",
@@ -157,7 +160,7 @@ def test_invalid_operations_are_refused_one_by_one(live: tuple[str, ControllerTh
             "sender": "n1",
             "target": "go",
             "data": None,
-            "op_id": ["n1/test", 103],
+            "op_id": [ORIGIN, 103],
         },
     ]
     ops = [good_op(1), *bad_ops, good_op(2)]
@@ -254,7 +257,7 @@ def test_a_submit_that_overtakes_its_predecessor_waits_for_it(
 
     def submit(first: int, count: int, head: bool) -> bytes:
         ops = [good_op(n) for n in range(first, first + count)]
-        chain = {"origin": "n1/test", "prev": first - 1, "last": first + count - 1, "head": head}
+        chain = {"origin": ORIGIN, "prev": first - 1, "last": first + count - 1, "head": head}
         return orjson.dumps({"k": "submit", "node": "n1", "chain": chain, "ops": ops})
 
     # nothing before #10 was ever admitted: it waits, then is sent back to be resent in order

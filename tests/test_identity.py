@@ -18,6 +18,7 @@ import pytest
 
 from eventlog import EventLog
 from replicas.compat import NodeCommunications
+from replicas.protocol import origin_of
 from replicas.sequencer import ControllerCore
 from tests.cluster import ControllerThread, controller_thread, ipc_address, nodes, wait_for
 
@@ -52,6 +53,11 @@ class Peer:
         self.sock.close()
 
 
+def hello(node: str, secret: str) -> dict[str, Any]:
+    """A hello that proves its origin (`origin_of(node, secret)`)."""
+    return {"k": "hello", "node": node, "inst": origin_of(node, secret), "secret": secret}
+
+
 def op(sender: str, origin: str, n: int, cue: str) -> dict[str, Any]:
     return {
         "type": "cue",
@@ -63,7 +69,7 @@ def op(sender: str, origin: str, n: int, cue: str) -> dict[str, Any]:
     }
 
 
-def origin_of(n1: NodeCommunications) -> str:
+def read_origin(n1: NodeCommunications) -> str:
     """What any peer can read: the node's origin, from the op ids in the log."""
     seq = n1.add_cue("own-0", "0").result(10)
     with pynng.Req0(dial=n1.replica.controller, recv_timeout=5000) as sock:
@@ -84,7 +90,7 @@ def test_an_impostor_with_the_nodes_origin_is_refused_and_the_node_loses_nothing
     live: tuple[str, ControllerThread, NodeCommunications], caplog: pytest.LogCaptureFixture
 ) -> None:
     addr, ctl, n1 = live
-    origin = origin_of(n1)
+    origin = read_origin(n1)
     core = ctl.controller.core
     assert core is not None
     head = core.head
@@ -95,15 +101,18 @@ def test_an_impostor_with_the_nodes_origin_is_refused_and_the_node_loses_nothing
         raw = {"k": "submit", "node": "n1", "ops": ops}
         reply = impostor.ask(raw)
         assert reply["k"] == "error" and reply["rule"] == "hello-first", reply
-        # a hello as n1 with the node's own origin: another live connection holds it
+        # a hello as n1 with the node's own origin: it cannot prove it (no secret, or a guess)
         reply = impostor.ask({"k": "hello", "node": "n1", "inst": origin})
-        assert reply["k"] == "error" and reply["rule"] == "origin-in-use", reply
+        assert reply["k"] == "error" and reply["rule"] == "unproven", reply
+        reply = impostor.ask({"k": "hello", "node": "n1", "inst": origin, "secret": "guess"})
+        assert reply["k"] == "error" and reply["rule"] == "unproven", reply
         # a hello as n1 with an origin of its own: n1 is held by a live process
-        reply = impostor.ask({"k": "hello", "node": "n1", "inst": "n1/evil"})
+        reply = impostor.ask(hello("n1", "evil"))
         assert reply["k"] == "error" and reply["rule"] == "id-in-use", reply
         assert impostor.ask(raw)["rule"] == "hello-first"
         # a hello as itself, then the node's op ids, or the node as sender
-        assert impostor.ask({"k": "hello", "node": "evil", "inst": "evil/1"})["k"] == "welcome"
+        assert impostor.ask(hello("evil", "1"))["k"] == "welcome"
+        evil = origin_of("evil", "1")
         reply = impostor.ask({**raw, "node": "evil"})
         assert reply["k"] == "error" and reply["rule"] == "not-yours", reply
         reply = impostor.ask(raw)  # as n1, on a connection that said hello as evil
@@ -112,10 +121,10 @@ def test_an_impostor_with_the_nodes_origin_is_refused_and_the_node_loses_nothing
             "k": "submit",
             "node": "evil",
             "chain": {"origin": origin, "prev": 1, "last": 2, "head": True},
-            "ops": [op("evil", "evil/1", 1, "x")],
+            "ops": [op("evil", evil, 1, "x")],
         }
         assert impostor.ask(chained)["rule"] == "not-yours"
-        reply = impostor.ask({"k": "submit", "node": "evil", "ops": [op("n1", "evil/1", 1, "e")]})
+        reply = impostor.ask({"k": "submit", "node": "evil", "ops": [op("n1", evil, 1, "e")]})
         assert reply["k"] == "acks" and reply["results"][0]["rule"] == "not-yours", reply
         # beats for n1 from this connection are refused too (it would take over n1's liveness)
         beat = {"k": "beat", "node": "n1", "inst": origin, "applied": 0, "digest": ""}
@@ -130,7 +139,7 @@ def test_an_impostor_with_the_nodes_origin_is_refused_and_the_node_loses_nothing
     assert [events[s].op.target for s in seqs] == [f"own-{k}" for k in range(1, 11)]
     assert all(events[s].op.sender == "n1" and events[s].op_id.origin == origin for s in seqs)
     assert not [e for e in events.values() if e.op.target.startswith("evil")]
-    assert "claims origin" in caplog.text and "impostor" in caplog.text
+    assert "does not prove origin" in caplog.text and "claims node id n1" in caplog.text
 
 
 def test_a_replayed_hello_opens_no_session(
@@ -161,16 +170,18 @@ def test_an_origin_moves_to_a_new_connection_once_the_old_one_closed(tmp_path: P
     addr = ipc_address(tmp_path)
     with controller_thread(tmp_path / "ctl.db", addr) as ctl:
         first = Peer(addr)
-        assert first.ask({"k": "hello", "node": "x", "inst": "x/1"})["k"] == "welcome"
-        second = Peer(addr)
-        assert second.ask({"k": "hello", "node": "x", "inst": "x/1"})["rule"] == "origin-in-use"
+        assert first.ask(hello("x", "1"))["k"] == "welcome"
+        second = Peer(addr)  # the same process on a new connection (or a replay of its hello)
+        assert second.ask(hello("x", "1"))["rule"] == "origin-in-use"
         first.close()
 
         def welcomed() -> bool:
-            return bool(second.ask({"k": "hello", "node": "x", "inst": "x/1"})["k"] == "welcome")
+            return bool(second.ask(hello("x", "1"))["k"] == "welcome")
 
         wait_for("the origin free again", welcomed, 10)
-        reply = second.ask({"k": "submit", "node": "x", "ops": [op("x", "x/1", 1, "c")]})
+        reply = second.ask(
+            {"k": "submit", "node": "x", "ops": [op("x", origin_of("x", "1"), 1, "c")]}
+        )
         assert reply["k"] == "acks" and "seq" in reply["results"][0], reply
         second.close()
         core = ctl.controller.core
@@ -185,7 +196,7 @@ def test_an_origin_moves_to_a_new_connection_once_the_old_one_closed(tmp_path: P
 )
 def test_a_hello_with_a_bad_inst_is_refused(inst: Any) -> None:
     core = ControllerCore(EventLog.open(":memory:"))
-    msg = {"k": "hello", "node": "x", "inst": inst}
+    msg = {"k": "hello", "node": "x", "inst": inst, "secret": "s"}
     if inst == "":  # no inst: a reader's hello, no session
         assert core.hello(msg, 1.0, 1.0, pipe=5)["k"] == "welcome"
         assert core.sessions == {}
@@ -198,34 +209,30 @@ def test_a_hello_with_a_bad_inst_is_refused(inst: Any) -> None:
 def test_a_silent_holder_gives_its_origin_up_after_the_timeout() -> None:
     """A connection that went dead without closing (a cable pulled) cannot lock its node out."""
     core = ControllerCore(EventLog.open(":memory:"), node_timeout=3.0)
-    hello = {"k": "hello", "node": "x", "inst": "x/1"}
-    assert core.hello(hello, 0.0, 10.0, pipe=1)["k"] == "welcome"
-    assert core.hello(hello, 0.0, 12.0, pipe=2)["rule"] == "origin-in-use"
-    assert core.hello(hello, 0.0, 13.5, pipe=2)["k"] == "welcome"
+    msg = hello("x", "1")
+    assert core.hello(msg, 0.0, 10.0, pipe=1)["k"] == "welcome"
+    assert core.hello(msg, 0.0, 12.0, pipe=2)["rule"] == "origin-in-use"
+    assert core.hello(msg, 0.0, 13.5, pipe=2)["k"] == "welcome"
     assert set(core.sessions) == {2}
     # the old connection is no longer a session: it must say hello again (and is refused)
     with pytest.raises(Exception, match="say hello"):
         core.prepare_submit({"k": "submit", "node": "x", "ops": []}, pipe=1, mono=14.0)
-    assert core.hello(hello, 0.0, 14.0, pipe=1)["rule"] == "origin-in-use"
+    assert core.hello(msg, 0.0, 14.0, pipe=1)["rule"] == "origin-in-use"
     core.pipe_closed(2)
-    assert core.sessions == {} and core.hello(hello, 0.0, 14.1, pipe=1)["k"] == "welcome"
+    assert core.sessions == {} and core.hello(msg, 0.0, 14.1, pipe=3)["k"] == "welcome"
 
 
 def test_a_session_opened_before_the_node_beat_loses_the_id_to_the_beating_process() -> None:
     """An impostor that said hello as x first (before x's first beat) cannot submit as x once
     the real process beats: the id belongs to the process that holds it by its beats."""
     core = ControllerCore(EventLog.open(":memory:"))
-    assert core.hello({"k": "hello", "node": "x", "inst": "x/evil"}, 0.0, 1.0, pipe=1)["k"] == (
-        "welcome"
-    )
-    assert core.hello({"k": "hello", "node": "x", "inst": "x/real"}, 0.0, 1.0, pipe=2)["k"] == (
-        "welcome"
-    )
-    beat = {"k": "beat", "node": "x", "inst": "x/real", "applied": 0, "digest": ""}
+    assert core.hello(hello("x", "evil"), 0.0, 1.0, pipe=1)["k"] == "welcome"
+    assert core.hello(hello("x", "real"), 0.0, 1.0, pipe=2)["k"] == "welcome"
+    beat = {"k": "beat", "node": "x", "inst": origin_of("x", "real"), "applied": 0, "digest": ""}
     reply, joined = core.beat(beat, 0.0, 1.1, pipe=2)
     assert reply["k"] == "ok" and joined
-    submit = {"k": "submit", "node": "x", "ops": [op("x", "x/evil", 1, "c")]}
+    submit = {"k": "submit", "node": "x", "ops": [op("x", origin_of("x", "evil"), 1, "c")]}
     with pytest.raises(Exception, match="in use by another live process"):
         core.prepare_submit(submit, pipe=1, mono=1.2)
-    real = {"k": "submit", "node": "x", "ops": [op("x", "x/real", 1, "c")]}
+    real = {"k": "submit", "node": "x", "ops": [op("x", origin_of("x", "real"), 1, "c")]}
     assert core.prepare_submit(real, pipe=2, mono=1.2).errors == [None]

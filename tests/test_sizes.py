@@ -38,7 +38,13 @@ from eventlog.state import digest_bytes
 from replicas import protocol
 from replicas.client import ControllerClient
 from replicas.node import Outbox
-from replicas.protocol import MAX_FRAME_BYTES, MAX_REQUEST_BYTES, NNG_MAX_BYTES, ProtocolError
+from replicas.protocol import (
+    MAX_FRAME_BYTES,
+    MAX_REQUEST_BYTES,
+    NNG_MAX_BYTES,
+    ProtocolError,
+    origin_of,
+)
 from replicas.replica import MemoryStore, ReplicaCore
 from replicas.sequencer import ControllerCore, Prepared
 from tests.cluster import (
@@ -78,8 +84,10 @@ def biggest_op(i: int) -> Operation:
     )
 
 
-def largest_submits(ops: list[Operation], origin: str) -> list[list[dict[str, Any]]]:
-    """`ops` cut into submits as large as the controller reads (each under the request cap)."""
+def largest_submits(ops: list[Operation], secret: str) -> list[list[dict[str, Any]]]:
+    """`ops` cut into submits as large as the controller reads (each under the request cap),
+    with the op-id origin `secret` proves for `SENDER`."""
+    origin = origin_of(SENDER, secret)
     envelope = len(dumps({"k": "submit", "node": SENDER, "ops": []}))
     batches: list[list[dict[str, Any]]] = [[]]
     used = envelope
@@ -97,13 +105,14 @@ def largest_submits(ops: list[Operation], origin: str) -> list[list[dict[str, An
 
 
 def submit(
-    address: str, wires: list[dict[str, Any]], client: ControllerClient | None = None
+    address: str, wires: list[dict[str, Any]], secret: str, client: ControllerClient | None = None
 ) -> list[int]:
     """Submit `wires` as one request, on a connection that said hello with their origin."""
     if client is None:
         with ControllerClient(address, timeout=60.0) as own:
-            return submit(address, wires, own)
-    hello = client.request({"k": "hello", "node": SENDER, "inst": wires[0]["op_id"][0]})
+            return submit(address, wires, secret, own)
+    inst = origin_of(SENDER, secret)
+    hello = client.request({"k": "hello", "node": SENDER, "inst": inst, "secret": secret})
     assert hello.get("k") == "welcome", hello
     reply = client.request({"k": "submit", "node": SENDER, "ops": wires})
     assert reply.get("k") == "acks", reply
@@ -113,8 +122,8 @@ def submit(
 
 def submit_all(address: str, ops: list[Operation]) -> None:
     with ControllerClient(address, timeout=60.0) as client:
-        for wires in largest_submits(ops, f"{SENDER}/1"):
-            submit(address, wires, client)
+        for wires in largest_submits(ops, "1"):
+            submit(address, wires, "1", client)
 
 
 def same_log(ctl_db: Path, replica_db: Path) -> None:
@@ -263,9 +272,9 @@ def _gate_submit(addr: str) -> None:
 
 def _one_big_submit(addr: str, k: int) -> None:
     ops = [biggest_op(1000 * k + i) for i in range(80)]
-    wires = largest_submits(ops, f"{SENDER}/big{k}")[0]
+    wires = largest_submits(ops, f"big{k}")[0]
     assert len(wires) >= 55
-    seqs = submit(addr, wires)
+    seqs = submit(addr, wires, f"big{k}")
     assert len(seqs) == len(wires)
 
 

@@ -28,6 +28,7 @@ from websockets.sync.client import connect
 from eventlog import ActionType, CuelogError, EventLog, Operation, OperationType, State, apply
 from gateway import osc
 from replicas.client import ControllerClient, ControllerUnreachable
+from replicas.showkey import KEY_ENV, load_optional
 from tools import args as types
 from tools import story, timeline
 from tools.status import render
@@ -269,7 +270,9 @@ def play(cluster: Cluster, folder: Path, duration: float) -> int:
     say(f"status page: {cluster.page}  (UIs: ws://{cluster.page[7:]}realtime)")
     for node in NODES:
         cluster.start_node(node)
-    with ControllerClient(cluster.address, timeout=2.0) as client:
+    # the controller and nodes it started take $CUELOG_KEY from the environment: so does it
+    key = load_optional(os.environ.get(KEY_ENV))
+    with ControllerClient(cluster.address, timeout=2.0, key=key) as client:
 
         def status() -> dict[str, Any]:
             return client.status()
