@@ -29,6 +29,7 @@ from replicas.protocol import ProtocolError, origin_of
 from replicas.sequencer import ControllerCore
 from replicas.showkey import KEY_ENV, KeyFileError, ShowKey, generate
 from tests.cluster import controller_thread, ipc_address, nodes, wait_for
+from tests.test_identity import op
 
 SECRET = "the real n1's secret"
 REAL = origin_of("n1", SECRET)
@@ -39,17 +40,6 @@ UNPROVEN = {"k": "hello", "node": "n1", "inst": REAL}
 #: or an origin of its own for the same node id
 OWN_SECRET = "the impostor's secret"
 OWN = {"k": "hello", "node": "n1", "inst": origin_of("n1", OWN_SECRET), "secret": OWN_SECRET}
-
-
-def op(sender: str, origin: str, n: int, cue: str) -> dict[str, Any]:
-    return {
-        "type": "cue",
-        "action": "add",
-        "sender": sender,
-        "target": cue,
-        "data": {"id": cue, "offset": "0"},
-        "op_id": [origin, n],
-    }
 
 
 def submit(core: ControllerCore, pipe: int, mono: float, *ops: dict[str, Any]) -> list[Any]:

@@ -41,6 +41,7 @@ from eventlog import (
     restore,
 )
 from eventlog.state import State
+from tools import args as types
 from tools import logs, story, timeline
 from tools.verify import verify_log
 
@@ -601,7 +602,6 @@ def _export(args: argparse.Namespace, elog: EventLog, out: TextIO) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from tools import args as types
     from tools.replay_serve import Playback, serve
 
     if args.ws is None:
@@ -638,25 +638,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             task[0].cancel()
 
     return types.run_until_signal(main, stop)
-
-
-def _hostport(text: str) -> tuple[str, int]:
-    from gateway.server import parse_hostport
-
-    try:
-        return parse_hostport(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
 
 
 def _speed(text: str) -> float:
@@ -727,7 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="only this target (cue id, command name, ...)")
     p.add_argument("--sender", help="only from this sender (node id or 'controller')")
     p.add_argument("--grep", metavar="TEXT", help="only events whose data contains TEXT")
-    p.add_argument("--limit", type=_count, default=0, help="at most this many events (0: all)")
+    p.add_argument("--limit", type=types.count, default=0, help="at most this many events (0: all)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON lines (with the no-op reason)")
     fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
@@ -797,7 +778,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ws",
         default=("127.0.0.1", 9290),
-        type=_hostport,
+        type=types.hostport,
         metavar="HOST:PORT",
         help="where UIs connect (default 127.0.0.1:9290)",
     )
