@@ -110,8 +110,7 @@ from gateway.session import (
     parse_networks,
 )
 from replicas.compat import AsyncCommsThread, NodesHub
-from replicas.controller import close_all
-from replicas.nngio import guarded
+from replicas.nngio import close_all, guarded
 
 log = logging.getLogger("cuelog.compat")
 

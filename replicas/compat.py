@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -276,6 +276,21 @@ class AsyncCommsThread(threading.Thread):
             raise
 
 
+def as_node_operations(
+    callbacks: Mapping[OperationType, Callable[[NodeOperation], Any]],
+) -> dict[OperationType, Callable[[Operation], Any]]:
+    """The seed's callbacks (given a `NodeOperation`) as the controller's (given an
+    `Operation`)."""
+
+    def wrap(callback: Callable[[NodeOperation], Any]) -> Callable[[Operation], Any]:
+        def call(op: Operation) -> Any:
+            return callback(NodeOperation.from_operation(op))
+
+        return call
+
+    return {kind: wrap(callback) for kind, callback in callbacks.items()}
+
+
 class NodesHub:
     """Upstream's hub, backed by the log: LISTENER runs a controller, DIALER a node replica."""
 
@@ -321,7 +336,7 @@ class NodesHub:
         event of that type (controller side). On a node, COMMAND goes to the command callback."""
         self._on_operation_received = callback_dict
         if self.controller is not None:
-            self.controller.callbacks = callback_dict
+            self.controller.callbacks = as_node_operations(callback_dict)
 
     async def start(self) -> None:
         if self.controller is not None:

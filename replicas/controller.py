@@ -43,8 +43,7 @@ from eventlog import (
 )
 from eventlog.store import Synchronous
 from replicas import protocol
-from replicas.compat import NodeOperation
-from replicas.nngio import guarded
+from replicas.nngio import close_all, guarded
 from replicas.protocol import ProtocolError
 from replicas.sequencer import (
     DEFAULT_NODE_TIMEOUT,
@@ -76,7 +75,9 @@ FILE_CHECK_INTERVAL: Final = 1.0
 #: problems kept for `cuelog status` (the oldest are forgotten first)
 MAX_PROBLEMS: Final = 20
 
-OperationCallbacks = dict[OperationType, Callable[[NodeOperation], Any]]
+#: per operation type, a callable given each committed `Operation` of that type (the seed
+#: API's `NodeOperation` form is `replicas.compat.as_node_operations`' business)
+OperationCallbacks = dict[OperationType, Callable[[Operation], Any]]
 
 
 class CommitListener(Protocol):
@@ -142,7 +143,7 @@ class CallbackRunner:
             if callback is None:
                 continue
             try:
-                result = callback(NodeOperation.from_operation(event.op))
+                result = callback(event.op)
                 if asyncio.iscoroutine(result):
                     asyncio.run(result)
             except Exception:
@@ -764,16 +765,6 @@ class Controller:
             ops = core.tick(now)
             if ops:
                 self._enqueue_nowait(core.internal(ops))
-
-
-def close_all(contexts: list[Any], *sockets: Any) -> None:
-    """Close NNG contexts, then their sockets (a context outliving its socket complains)."""
-    for ctx in contexts:
-        with contextlib.suppress(pynng.NNGException):
-            ctx.close()
-    contexts.clear()
-    for sock in sockets:
-        sock.close()
 
 
 def beyond_loopback(address: str) -> bool:

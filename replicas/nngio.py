@@ -9,8 +9,11 @@ never fire. `guarded` re-raises the pending cancellation in that case.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import pynng
 
 T = TypeVar("T")
 
@@ -33,3 +36,13 @@ async def guarded(awaitable: Awaitable[T]) -> T:
     if _cancel_pending():
         raise asyncio.CancelledError
     return result
+
+
+def close_all(contexts: list[Any], *sockets: Any) -> None:
+    """Close NNG contexts, then their sockets (a context outliving its socket complains)."""
+    for ctx in contexts:
+        with contextlib.suppress(pynng.NNGException):
+            ctx.close()
+    contexts.clear()
+    for sock in sockets:
+        sock.close()

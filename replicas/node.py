@@ -39,8 +39,7 @@ from eventlog import (
     validate_operation,
 )
 from replicas import protocol
-from replicas.controller import close_all
-from replicas.nngio import guarded
+from replicas.nngio import close_all, guarded
 from replicas.protocol import ProtocolError
 from replicas.replica import DEFAULT_MAX_COMMAND_AGE, MemoryStore, ReplicaCore, ReplicaStore
 from replicas.replica_file import ReplicaFile

@@ -19,6 +19,7 @@ from replicas import (
     OutboxFull,
 )
 from replicas.client import ControllerClient
+from replicas.compat import as_node_operations
 from tests.cluster import controller_thread, converged, ipc_address, nodes, status, wait_for
 from tools.demo import command
 
@@ -189,7 +190,9 @@ def test_node_operation_callbacks_run_for_every_committed_event(tmp_path: Path) 
 
     callbacks = {OperationType.CUE: on_cue}
     with (
-        controller_thread(tmp_path / "ctl.db", addr, node_operation_callback=callbacks),
+        controller_thread(
+            tmp_path / "ctl.db", addr, node_operation_callback=as_node_operations(callbacks)
+        ),
         nodes(addr, ["a"]) as (a,),
     ):
         a.add_cue("c1", "10").result(10)
@@ -262,7 +265,7 @@ def test_client_submit_and_state(tmp_path: Path) -> None:
 def test_a_fresh_node_catches_up_a_long_log_by_tail_or_snapshot(
     tmp_path: Path, tail_limit: int
 ) -> None:
-    from tools.bench import build_big_log
+    from tools.bench_data import build_big_log
 
     build_big_log(tmp_path / "ctl.db", 12_345, snapshot_every=1000)
     addr = ipc_address(tmp_path)

@@ -28,7 +28,7 @@ import pytest
 from eventlog import ActionType, CuelogError, EventLog, Operation, OperationType, digest
 from replicas.client import ControllerClient
 from tests.cluster import Proc, converged, ipc_address, status, wait_for
-from tools import bench
+from tools import bench_data
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -284,7 +284,7 @@ def test_a_controller_on_an_older_backup_is_reported_and_nodes_keep_their_files(
 
 
 def test_random_bytes_in_the_middle_of_the_file_are_refused_at_restart(rig: Rig) -> None:
-    bench.build_big_log(rig.db, 20_000)
+    bench_data.build_big_log(rig.db, 20_000)
     first = rig.controller()
     wait_for("controller serving", rig.serving)
     assert status(rig.address)["head_seq"] == 20_000

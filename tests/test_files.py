@@ -32,7 +32,7 @@ from eventlog import (
 )
 from replicas.replica_file import ReplicaFile
 from tests.helpers import show_op
-from tools import bench, cli, rebuild
+from tools import bench_data, cli, rebuild
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -207,7 +207,7 @@ def test_a_deleted_or_replaced_file_is_noticed(tmp_path: Path) -> None:
 
 def test_random_bytes_over_eight_middle_pages_are_refused_at_open(tmp_path: Path) -> None:
     path = tmp_path / "ctl.db"
-    bench.build_big_log(path, 20_000)
+    bench_data.build_big_log(path, 20_000)
     EventLog.open(path, check=True).close()
     size = path.stat().st_size
     page = 4096
@@ -264,7 +264,7 @@ def test_a_pinned_reader_sees_one_snapshot_while_the_writer_appends(log_path: Pa
 def test_replay_verify_of_a_log_being_written_never_fails(tmp_path: Path) -> None:
     """A writer in another process appends as fast as it can while verify reads the file."""
     path = tmp_path / "live.db"
-    bench.build_big_log(path, 30_000, snapshot_every=500)
+    bench_data.build_big_log(path, 30_000, snapshot_every=500)
     writer = subprocess.Popen(
         [sys.executable, "-m", "tests._crash_writer", str(path)],
         cwd=ROOT,

@@ -25,20 +25,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from eventlog import (
-    ActionType,
     Event,
     EventLog,
-    Operation,
-    OperationType,
     OpId,
     Submission,
     dumps,
     fold,
 )
 from eventlog.store import _INSERT_EVENTS, _event_to_row
+from tools.bench_data import build_big_log, show_ops
+from tools.bench_gateway import print_gateway, run_gateway
+from tools.bench_replay import print_replay, run_replay
+from tools.bench_replication import print_replication, run_replication
 
 Figures = dict[str, Any]
 
@@ -64,47 +63,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.set_defaults(func=run)
     return parser
-
-
-def show_ops(count: int, seed: int = 7) -> list[Operation]:
-    """A realistic mix: cue progress, players, status, mixer moves, commands."""
-    rng = random.Random(seed)
-    nodes = [f"node-{i}" for i in range(4)]
-    ops: list[Operation] = []
-    for i in range(count):
-        node = nodes[i % 4]
-        cue_id = f"cue-{(i // 6) % 50}"
-        kind = i % 6
-        if kind == 0:
-            op = Operation(
-                OperationType.CUE, ActionType.ADD, node, cue_id, {"id": cue_id, "offset": str(i)}
-            )
-        elif kind in (1, 2):
-            pct = rng.randint(1, 99)
-            op = Operation(
-                OperationType.CUE,
-                ActionType.UPDATE,
-                node,
-                cue_id,
-                {"id": cue_id, "percentage": pct},
-            )
-        elif kind == 3:
-            op = Operation(OperationType.CUE, ActionType.REMOVE, node, cue_id, {"id": cue_id})
-        elif kind == 4:
-            address = f"/{node}/audio/mixer/0/{rng.randint(0, 7)}/volume"
-            op = Operation(
-                OperationType.COMMAND,
-                ActionType.UPDATE,
-                "controller",
-                "player_control",
-                {"address": address, "value": round(rng.random(), 3)},
-            )
-        else:
-            op = Operation(
-                OperationType.STATUS, ActionType.UPDATE, node, "nextcue", {"nextcue": cue_id}
-            )
-        ops.append(op)
-    return ops
 
 
 def _timeit(fn: Callable[[], object]) -> float:
@@ -183,30 +141,6 @@ def bench_fold(quick: bool) -> Figures:
     return {"events": count, "fold_ev_s": count / best}
 
 
-def build_big_log(path: Path, count: int, snapshot_every: int = 1000) -> None:
-    """A `count`-event log with snapshots, built through the replica path in big batches."""
-    ops = show_ops(10_000)
-    with EventLog.open(path, synchronous="OFF", snapshot_every=snapshot_every) as elog:
-        bar = tqdm(total=count, unit="ev", desc="building log", disable=not sys.stderr.isatty())
-        seq = 0
-        while seq < count:
-            n = min(10_000, count - seq)
-            batch = [
-                Event(
-                    seq + i + 1,
-                    1.7e9 + (seq + i) / 1000,
-                    elog.log_id,
-                    ops[i],
-                    OpId("b", seq + i + 1),
-                )
-                for i in range(n)
-            ]
-            elog.append_events(batch)
-            seq += n
-            bar.update(n)
-        bar.close()
-
-
 def bench_state_at(scratch: Path, quick: bool) -> Figures:
     count = 100_000 if quick else 1_000_000
     path = scratch / "big.db"
@@ -257,10 +191,6 @@ def print_log(figures: Figures) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.bench_gateway import print_gateway, run_gateway
-    from tools.bench_replay import print_replay, run_replay
-    from tools.bench_replication import print_replication, run_replication
-
     suites = ["log", "replication", "gateway", "replay"] if args.suite == "all" else [args.suite]
     figures: Figures = {"quick": args.quick}
     with tempfile.TemporaryDirectory(prefix="cuelog-bench-", dir=args.dir) as tmp:

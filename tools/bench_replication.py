@@ -52,11 +52,12 @@ import pynng
 from tqdm import tqdm
 
 from eventlog import ActionType, DecodeError, Event, Operation, OperationType, dumps, loads
-from replicas.controller import Controller, close_all
-from replicas.nngio import guarded
+from replicas.controller import Controller
+from replicas.nngio import close_all, guarded
 from replicas.node import SUBMIT_BATCH, NodeReplica, OutboxFull
 from replicas.protocol import MAX_FRAME_EVENTS, NNG_MAX_BYTES, events_address
 from replicas.sequencer import DEFAULT_TAIL_LIMIT
+from tools.bench_data import build_big_log
 from tools.demo import free_port_pair
 
 Figures = dict[str, Any]
@@ -1131,8 +1132,6 @@ def _catch_up(scratch: Path, db: Path, mode: str, tail_limit: int, on_file: bool
 
 
 def _bench_catchup(scratch: Path, sizes: Sizes) -> Figures:
-    # imported here: tools.bench imports this module to run it (no import cycle at load time)
-    from tools.bench import build_big_log
 
     db = scratch / "catchup.db"
     started = time.perf_counter()
