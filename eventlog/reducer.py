@@ -18,7 +18,7 @@ from typing import Any, Final
 from eventlog.errors import UsageError
 from eventlog.event import Event
 from eventlog.operation import ActionType, OperationType
-from eventlog.state import State
+from eventlog.state import CueStatus, State
 
 #: status targets the controller appends itself for liveness.
 NODE_JOINED: Final = "node_joined"
@@ -42,7 +42,7 @@ def _remove_current(state: State, cue: str) -> None:
 def _cue_add(state: State, event: Event) -> str | None:
     cue = event.op.target
     known = state.cues.get(cue)
-    if known is not None and 1 <= known["status"] <= 99:
+    if known is not None and CueStatus.is_playing(known["status"]):
         return f"cue {cue} is already playing"
     offset = str(_data(event).get("offset", ""))
     state.cues[cue] = {"status": 1, "offset": offset, "node": event.op.sender, "seq": event.seq}
@@ -53,14 +53,14 @@ def _cue_add(state: State, event: Event) -> str | None:
 def _cue_update(state: State, event: Event) -> str | None:
     cue = event.op.target
     known = state.cues.get(cue)
-    if known is None or not 1 <= known["status"] <= 99:
+    if known is None or not CueStatus.is_playing(known["status"]):
         return f"progress for cue {cue}, which is not playing"
     pct = _data(event).get("percentage")
     if not isinstance(pct, int) or pct == 0:
         return f"progress {pct!r} for cue {cue} is not a playing status"
     known["status"] = pct
     known["seq"] = event.seq
-    if pct in (100, -1):
+    if CueStatus.is_final(pct):
         _remove_current(state, cue)
     return None
 
@@ -68,9 +68,9 @@ def _cue_update(state: State, event: Event) -> str | None:
 def _cue_remove(state: State, event: Event) -> str | None:
     cue = event.op.target
     known = state.cues.get(cue)
-    if known is None or not 1 <= known["status"] <= 99:
+    if known is None or not CueStatus.is_playing(known["status"]):
         return f"stale remove: cue {cue} is not playing"
-    known["status"] = 100
+    known["status"] = CueStatus.DONE.value
     known["seq"] = event.seq
     _remove_current(state, cue)
     return None
@@ -164,7 +164,7 @@ def _list_cues(state: State, listed: Any, seq: int) -> None:
             continue
         node = info.get("node")
         state.cues[cue] = {
-            "status": 0,
+            "status": CueStatus.UNPLAYED.value,
             "offset": "",
             "node": node if isinstance(node, str) else "",
             "seq": seq,
@@ -211,7 +211,7 @@ def _command(state: State, event: Event) -> str | None:
     elif target == "stop":
         _reset_show(state)
         for cue in state.cues.values():
-            cue["status"] = 0
+            cue["status"] = CueStatus.UNPLAYED.value
     elif target == "unload":
         if engine["running"] == "yes":
             reason = "unload refused while running"

@@ -8,6 +8,7 @@ and so is `digest`. The reducer that changes it lives in `eventlog.reducer`. No 
 from __future__ import annotations
 
 import hashlib
+from enum import IntEnum
 from typing import Any, Final
 
 from eventlog.errors import DecodeError
@@ -25,6 +26,25 @@ def empty_engine() -> dict[str, Any]:
         "timecode": 0,
         "currentcue": [],
     }
+
+
+class CueStatus(IntEnum):
+    """A cue's ``status`` in the state (upstream's encoding): 0 not played yet, 1-99 playing
+    (its progress in percent), 100 done (it reached the end, or its node removed it), -1 an
+    error on its node. A STOP sets every cue back to 0."""
+
+    UNPLAYED = 0
+    DONE = 100
+    ERROR = -1
+
+    @staticmethod
+    def is_playing(status: int) -> bool:
+        return 1 <= status <= 99
+
+    @staticmethod
+    def is_final(status: int) -> bool:
+        """Whether a progress report ends the cue's run (done, or an error)."""
+        return status in (CueStatus.DONE, CueStatus.ERROR)
 
 
 class State:

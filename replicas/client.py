@@ -16,6 +16,7 @@ import pynng
 from eventlog import CuelogError, Operation, dumps, loads, validate_operation
 from eventlog.state import digest_bytes
 from replicas import protocol
+from replicas.protocol import Rule
 from replicas.showkey import ShowKey, diagnose, secure
 
 
@@ -134,7 +135,7 @@ class ControllerClient:
             if reply.get("k") == "acks":
                 results: list[dict[str, Any]] = reply["results"]
                 return results
-            if reply.get("rule") == "hello-first" and attempt < retries:
+            if reply.get("rule") == Rule.HELLO_FIRST and attempt < retries:
                 self._session = None  # reconnected since the hello: say it again
                 continue
             raise CuelogError(f"controller refused the submit: {reply.get('error')}")

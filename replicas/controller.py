@@ -44,7 +44,7 @@ from eventlog import (
 from eventlog.store import Synchronous
 from replicas import protocol
 from replicas.nngio import close_all, guarded
-from replicas.protocol import ProtocolError
+from replicas.protocol import ProtocolError, Rule
 from replicas.sequencer import (
     DEFAULT_NODE_TIMEOUT,
     DEFAULT_TAIL_LIMIT,
@@ -311,7 +311,7 @@ class Controller:
                 runner.close()
             for _, fut in self._queue:
                 if not fut.done():
-                    fut.set_result(protocol.error("controller stopping", "stopping"))
+                    fut.set_result(protocol.error("controller stopping", Rule.STOPPING))
             for extra in (reader, lookup):
                 if extra is not elog:
                     extra.close()
@@ -335,7 +335,7 @@ class Controller:
                 reply = await self.handle(raw, msg.pipe)
             except Exception as exc:  # a bug must cost one reply, never the controller
                 log.exception("internal error handling a request from %s", _peer(msg.pipe))
-                reply = protocol.error(f"internal error: {exc}", "internal-error")
+                reply = protocol.error(f"internal error: {exc}", Rule.INTERNAL_ERROR)
             try:
                 await guarded(ctx.asend(dumps(reply)))
             except pynng.Closed:
@@ -354,7 +354,7 @@ class Controller:
             kind = msg["k"]
             if kind == "submit":
                 if self.file_problem is not None:
-                    return protocol.error(self.file_problem, "log-file")
+                    return protocol.error(self.file_problem, Rule.LOG_FILE)
                 pipe_id = _pipe_id(pipe)
                 prepared = core.prepare_submit(msg, pipe_id, time.monotonic())
                 chain = core.chain(msg, pipe_id)
@@ -398,8 +398,8 @@ class Controller:
                 f"{', '.join(sorted(protocol.REQUEST_KINDS))})"
             )
         except InputError as exc:
-            rule = getattr(exc, "rule", "bad-request")
-            if rule == "hello-first":  # a reconnected node: routine, it says hello next
+            rule = getattr(exc, "rule", Rule.BAD_REQUEST)
+            if rule == Rule.HELLO_FIRST:  # a reconnected node: routine, it says hello next
                 log.info("%s: %s", _peer(pipe), exc, extra={"node": "controller", "seq": "-"})
                 return protocol.error(str(exc), rule)
             self.stats["bad_requests"] += 1
@@ -459,7 +459,7 @@ class Controller:
             return protocol.error(
                 f"operations after {chain[0]}#{chain[1]} arrived before it: resend from the "
                 "oldest unacknowledged one",
-                "out-of-order",
+                Rule.OUT_OF_ORDER,
             )
         return await admitted
 
@@ -676,7 +676,7 @@ class Controller:
         return committed
 
     def _refuse(self, batch: list[tuple[Prepared, asyncio.Future[dict[str, Any]]]]) -> None:
-        error = protocol.error(self.file_problem or "the log file is lost", "log-file")
+        error = protocol.error(self.file_problem or "the log file is lost", Rule.LOG_FILE)
         for _, fut in batch:
             if not fut.done():
                 fut.set_result(dict(error))
@@ -703,7 +703,7 @@ class Controller:
                 prepared.failures += 1
                 retry_here.append((prepared, fut))
             elif not fut.done():
-                fut.set_result(protocol.error(f"commit failed: {exc}", "commit"))
+                fut.set_result(protocol.error(f"commit failed: {exc}", Rule.COMMIT))
         keep = []
         for prepared, fut in self._queue:
             if prepared.origin is not None and prepared.origin in origins:
@@ -712,7 +712,7 @@ class Controller:
                         protocol.error(
                             "an earlier submit of this node failed to commit: resend from the "
                             "oldest unacknowledged op",
-                            "out-of-order",
+                            Rule.OUT_OF_ORDER,
                         )
                     )
             else:
@@ -727,7 +727,7 @@ class Controller:
                         protocol.error(
                             "an earlier submit of this node failed to commit: resend from the "
                             "oldest unacknowledged op",
-                            "out-of-order",
+                            Rule.OUT_OF_ORDER,
                         )
                     )
                     entry[2].set_result(refused)

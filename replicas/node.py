@@ -40,7 +40,7 @@ from eventlog import (
 )
 from replicas import protocol
 from replicas.nngio import close_all, guarded
-from replicas.protocol import ProtocolError
+from replicas.protocol import ProtocolError, Rule
 from replicas.replica import DEFAULT_MAX_COMMAND_AGE, MemoryStore, ReplicaCore, ReplicaStore
 from replicas.replica_file import ReplicaFile
 from replicas.showkey import ShowKey, diagnose, secure
@@ -120,7 +120,7 @@ class Outbox:
             if op.sender != self.node_id:
                 raise ValidationError(
                     "sender",
-                    "not-yours",
+                    Rule.NOT_YOURS,
                     f"node {self.node_id} submits as itself: the sender must be "
                     f"{self.node_id}, not {op.sender}",
                 )
@@ -708,7 +708,7 @@ class NodeReplica:
         while True:
             if core.need_hello:
                 reply = await self._request(ctx, core.hello())
-                if reply is not None and reply.get("rule") in ("id-in-use", "origin-in-use"):
+                if reply is not None and reply.get("rule") in (Rule.ID_IN_USE, Rule.ORIGIN_IN_USE):
                     if not self._id_refused:
                         self._id_refused = True
                         log.error(
@@ -932,7 +932,7 @@ class NodeReplica:
                 if later is not None and later.get("k") == "acks":
                     _settle_acks(items2, later)
             sent = 0
-            if reply is None or reply.get("rule") not in ("out-of-order", "hello-first"):
+            if reply is None or reply.get("rule") not in (Rule.OUT_OF_ORDER, Rule.HELLO_FIRST):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
 
@@ -986,9 +986,9 @@ def _chain(
 
 
 #: error rules after which a submit is simply sent again
-_RETRY_RULES: Final = frozenset({"stopping", "commit", "out-of-order", "hello-first"})
+_RETRY_RULES: Final = frozenset({Rule.STOPPING, Rule.COMMIT, Rule.OUT_OF_ORDER, Rule.HELLO_FIRST})
 #: error rules that mean this connection must say hello (again) first
-_HELLO_RULES: Final = frozenset({"id-in-use", "hello-first", "origin-in-use"})
+_HELLO_RULES: Final = frozenset({Rule.ID_IN_USE, Rule.HELLO_FIRST, Rule.ORIGIN_IN_USE})
 
 
 def _settle_acks(items: list[Any], reply: dict[str, Any]) -> None:

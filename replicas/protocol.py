@@ -61,6 +61,7 @@ import math
 import operator
 import secrets
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from typing import Any, Final
 
 import orjson
@@ -116,6 +117,35 @@ PROTOCOL_VERSION: Final = 1
 REQUEST_KINDS: Final = frozenset({"hello", "submit", "fetch", "beat", "status", "state"})
 
 
+class Rule(StrEnum):
+    """Why a request was refused: the ``rule`` of an ``error`` reply (a peer may act on it)."""
+
+    #: the request itself is malformed
+    BAD_REQUEST = "bad-request"
+    #: the controller is stopping: send it again to the next one
+    STOPPING = "stopping"
+    INTERNAL_ERROR = "internal-error"
+    #: the controller's log file is gone or replaced: nothing is acknowledged
+    LOG_FILE = "log-file"
+    #: the group commit failed: send it again
+    COMMIT = "commit"
+    #: a chained submit came before its predecessor: resend from the oldest unacknowledged op
+    OUT_OF_ORDER = "out-of-order"
+    #: this connection has not said hello (a new connection): say it, then send again
+    HELLO_FIRST = "hello-first"
+    #: another live process holds this node id
+    ID_IN_USE = "id-in-use"
+    #: another live connection holds this op-id origin
+    ORIGIN_IN_USE = "origin-in-use"
+    #: a hello's secret does not prove its origin
+    UNPROVEN = "unproven"
+    #: the request speaks for a node or origin its connection did not say hello as
+    NOT_YOURS = "not-yours"
+    FOREIGN_LOG = "foreign-log"
+    SNAPSHOT_GONE = "snapshot-gone"
+    STATE_GONE = "state-gone"
+
+
 def new_origin(node: str) -> tuple[str, str]:
     """A fresh op-id origin for a process speaking as `node`, and the secret that proves it:
     ``(origin, secret)``. The origin is ``<node>/<16 hex>``, a hash of the secret: every event
@@ -132,7 +162,7 @@ def origin_of(node: str, secret: str) -> str:
 class ProtocolError(InputError):
     """A peer sent something that breaks the protocol. `rule` names it in the error reply."""
 
-    def __init__(self, text: str, rule: str = "bad-request") -> None:
+    def __init__(self, text: str, rule: str = Rule.BAD_REQUEST) -> None:
         super().__init__(text)
         self.rule = rule
 
@@ -220,7 +250,7 @@ def clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def error(text: str, rule: str = "bad-request", **extra: Any) -> dict[str, Any]:
+def error(text: str, rule: str = Rule.BAD_REQUEST, **extra: Any) -> dict[str, Any]:
     return {"k": "error", "error": clip(text, MAX_ERROR_REPLY_CHARS), "rule": rule, **extra}
 
 

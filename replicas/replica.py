@@ -35,6 +35,7 @@ from eventlog import (
 from replicas.protocol import (
     MAX_FRAME_EVENTS,
     ProtocolError,
+    Rule,
     decode_events,
     field,
     snapshot_chunk,
@@ -347,9 +348,9 @@ class ReplicaCore:
         kind = msg.get("k")
         if kind == "error":
             log.warning("fetch refused: %s", msg.get("error"), extra=self._extra())
-            if msg.get("rule") in ("foreign-log", "snapshot-gone"):
+            if msg.get("rule") in (Rule.FOREIGN_LOG, Rule.SNAPSHOT_GONE):
                 self.partial = None
-            if msg.get("rule") == "foreign-log":
+            if msg.get("rule") == Rule.FOREIGN_LOG:
                 self.need_hello = True
             return []
         log_id = field(msg, "log", str)

@@ -47,7 +47,7 @@ from eventlog import (
 )
 from eventlog.operation import MAX_ORIGIN_LEN
 from replicas import protocol
-from replicas.protocol import MAX_FRAME_EVENTS, MAX_SUBMIT_OPS, ProtocolError
+from replicas.protocol import MAX_FRAME_EVENTS, MAX_SUBMIT_OPS, ProtocolError, Rule
 
 log = logging.getLogger("cuelog.sequencer")
 
@@ -141,11 +141,11 @@ def check_inst(node: str, inst: str, secret: object) -> str:
             f"'inst' must be '{node}/' and a unique part, at most {MAX_ORIGIN_LEN} characters"
         )
     if not isinstance(secret, str) or not 0 < len(secret) <= 256:
-        raise ProtocolError("a hello with 'inst' proves it with its 'secret'", "unproven")
+        raise ProtocolError("a hello with 'inst' proves it with its 'secret'", Rule.UNPROVEN)
     if protocol.origin_of(node, secret) != inst:
         raise ProtocolError(
             f"the secret does not prove origin {inst}: a process claims only its own origin",
-            "unproven",
+            Rule.UNPROVEN,
         )
     return inst
 
@@ -302,12 +302,12 @@ class ControllerCore:
                     raise ProtocolError(
                         f"this connection said hello as {node} with origin {session.inst}: "
                         f"op ids of origin {sub.op_id.origin} are not its to submit",
-                        "not-yours",
+                        Rule.NOT_YOURS,
                     )
                 if session is not None and sub.op.sender != node:
                     raise ValidationError(
                         "sender",
-                        "not-yours",
+                        Rule.NOT_YOURS,
                         f"node {node} submits as itself: the sender must be {node}, "
                         f"not {sub.op.sender}",
                     )
@@ -350,7 +350,7 @@ class ControllerCore:
             raise ProtocolError(
                 f"this connection may not chain ops of origin {origin}: it holds "
                 f"{session.inst if session else 'none (say hello first)'}",
-                "not-yours",
+                Rule.NOT_YOURS,
             )
         prev = protocol.field(raw, "prev", int)
         last = protocol.field(raw, "last", int)
@@ -490,7 +490,7 @@ class ControllerCore:
         if their_log != self.log_id:
             return protocol.error(
                 f"this controller holds log {self.log_id}, not {their_log}: say hello again",
-                "foreign-log",
+                Rule.FOREIGN_LOG,
                 log=self.log_id,
             )
         reader = self.reader
@@ -502,7 +502,7 @@ class ControllerCore:
             if snap is None:
                 return protocol.error(
                     f"there is no snapshot at seq {chunk_of} any more: fetch again",
-                    "snapshot-gone",
+                    Rule.SNAPSHOT_GONE,
                 )
             return protocol.snapshot_reply(self.log_id, snap, head, offset)
         if after > head:
@@ -565,7 +565,7 @@ class ControllerCore:
         if session is not None and msg.get("inst") != session.inst:
             raise ProtocolError(
                 f"this connection said hello with origin {session.inst}; a beat must carry it",
-                "not-yours",
+                Rule.NOT_YOURS,
             )
         refused = self.claim(node, msg, seen, pipe)
         if refused is not None:
@@ -702,7 +702,7 @@ class ControllerCore:
             return protocol.error(
                 f"node id {node} is in use by another live process ({info.instance}): "
                 "stop it or pick another --id",
-                "id-in-use",
+                Rule.ID_IN_USE,
             )
         log.info(
             "node %s is now held by process %s (was %s)",
@@ -760,7 +760,7 @@ class ControllerCore:
         return protocol.error(
             f"origin {inst} is held by another live connection: a process says hello with "
             "its own origin once per connection",
-            "origin-in-use",
+            Rule.ORIGIN_IN_USE,
         )
 
     def catchup_path(self, after: int) -> str:
@@ -805,12 +805,12 @@ class ControllerCore:
         if session is None:
             raise ProtocolError(
                 f"say hello (with 'inst') on this connection before speaking for {node}",
-                "hello-first",
+                Rule.HELLO_FIRST,
             )
         if session.node != node:
             raise ProtocolError(
                 f"this connection said hello as {session.node}; it cannot speak for {node}",
-                "not-yours",
+                Rule.NOT_YOURS,
             )
         session.last_seen = mono
         return session
@@ -868,7 +868,7 @@ class ControllerCore:
             held = self._state_sent
             if held is None or held.seq != seq:
                 return protocol.error(
-                    f"the state at seq {seq} is gone: ask for the state again", "state-gone"
+                    f"the state at seq {seq} is gone: ask for the state again", Rule.STATE_GONE
                 )
             return {**protocol.snapshot_reply(self.log_id, held, self.head, offset), "k": "state"}
         snap = self.elog.snapshot_now()

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from typing import Any
 from websockets.sync.client import connect
 
 from eventlog import ActionType, CuelogError, EventLog, Operation, OperationType, State, apply
+from eventlog.state import CueStatus
 from gateway import osc
 from replicas.client import ControllerClient, ControllerUnreachable
 from replicas.showkey import KEY_ENV, load_optional
@@ -237,6 +239,15 @@ def command(name: str, value: Any = None, **extra: Any) -> Operation:
     return Operation(OperationType.COMMAND, ActionType.UPDATE, OPERATOR, name, data)
 
 
+def _command_name(name: str) -> str:
+    """How to run one of cuelog's commands from here: its name when it is on the PATH, else
+    its path beside this Python (the virtual environment `make demo` made)."""
+    if shutil.which(name):
+        return name
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else name
+
+
 def say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
@@ -293,7 +304,7 @@ def play(cluster: Cluster, folder: Path, duration: float) -> int:
         cluster.wait_for("every node armed", lambda: state()["engine"]["armed"] == "yes")
         say("armed: GO cue-1 (node-a)")
         client.submit([command("go")])
-        cluster.wait_for("cue-1 played", lambda: cue_status("cue-1") == 100)
+        cluster.wait_for("cue-1 played", lambda: cue_status("cue-1") == CueStatus.DONE)
         client.submit(
             [
                 Operation(
@@ -307,19 +318,19 @@ def play(cluster: Cluster, folder: Path, duration: float) -> int:
         )
         say("GO cue-2 (node-b); SIGKILL node-a while it plays")
         client.submit([command("go")])
-        cluster.wait_for("cue-2 playing", lambda: 1 <= cue_status("cue-2") <= 99)
+        cluster.wait_for("cue-2 playing", lambda: CueStatus.is_playing(cue_status("cue-2")))
         cluster.kill9("node-a")
         say("node-a killed (kill -9); restarting it on its replica file")
         cluster.start_node("node-a")
-        cluster.wait_for("cue-2 played", lambda: cue_status("cue-2") == 100)
+        cluster.wait_for("cue-2 played", lambda: cue_status("cue-2") == CueStatus.DONE)
         cluster.wait_for("node-a back in sync", lambda: _caught_up(status(), "node-a"))
         say("node-a is back and in sync; GO cue-3 (node-a), sent as a UI does: OSC over WebSocket")
         reply = ui_go(cluster.page.replace("http://", "ws://") + "realtime")
         say(f"the gateway answered /reply/engine/command/go {reply}")
-        cluster.wait_for("cue-3 played", lambda: cue_status("cue-3") == 100)
+        cluster.wait_for("cue-3 played", lambda: cue_status("cue-3") == CueStatus.DONE)
         say("GO cue-4 (node-b), then STOP mid-cue")
         client.submit([command("go")])
-        cluster.wait_for("cue-4 playing", lambda: 1 <= cue_status("cue-4") <= 99)
+        cluster.wait_for("cue-4 playing", lambda: CueStatus.is_playing(cue_status("cue-4")))
         client.submit([command("stop")])
         cluster.wait_for("nodes re-armed", lambda: state()["engine"]["armed"] == "yes")
         cluster.wait_for(
@@ -338,17 +349,18 @@ def play(cluster: Cluster, folder: Path, duration: float) -> int:
         picture = folder / "timeline.html"
         with EventLog.open(db, readonly=True, pin=True) as elog:
             timeline.write(story.read_show(elog), picture, "cuelog demo show")
+        replay, cuelog = _command_name("replay"), _command_name("cuelog")
         print("\nthe story of the show (the log alone tells it; run these any time):")
-        print(f"  replay info {db}              # nodes, restarts, commands, integrity")
-        print(f"  replay node {db} node-a       # node-a: killed with -9, restarted")
-        print(f"  replay cue {db} cue-2         # a cue: its GO, who fired it, how late")
-        print(f"  replay cue {db} cue-4         # the cue a STOP cut short")
-        print(f"  replay events {db} --why      # every event; refused/ignored ones marked")
-        print(f"  replay timeline {db} -o {picture}   # written: open it in a browser")
-        print(f"  replay serve {db} --speed 5   # watch it again in a UI (ws://127.0.0.1:9290)")
-        print(f"  replay verify {folder / 'node-a.db'}  # a node's replica file is a log too")
+        print(f"  {replay} info {db}              # nodes, restarts, commands, integrity")
+        print(f"  {replay} node {db} node-a       # node-a: killed with -9, restarted")
+        print(f"  {replay} cue {db} cue-2         # a cue: its GO, who fired it, how late")
+        print(f"  {replay} cue {db} cue-4         # the cue a STOP cut short")
+        print(f"  {replay} events {db} --why      # every event; refused/ignored ones marked")
+        print(f"  {replay} timeline {db} -o {picture}   # written: open it in a browser")
+        print(f"  {replay} serve {db} --speed 5   # watch it again in a UI (ws://127.0.0.1:9290)")
+        print(f"  {replay} verify {folder / 'node-a.db'}  # a node's replica file is a log too")
         print("\nwhile it runs:")
-        print(f"  cuelog status --controller {cluster.address}   (while it runs)")
+        print(f"  {cuelog} status --controller {cluster.address}   (while it runs)")
         print(f"  {cluster.page}   the status page (while it runs; {cluster.page}state is JSON)")
         print(f"  logs: {folder}/controller.log, {folder}/node-a.log, {folder}/node-b.log")
         if duration:

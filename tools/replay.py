@@ -40,7 +40,7 @@ from eventlog import (
     dumps,
     restore,
 )
-from eventlog.state import State
+from eventlog.state import CueStatus, State
 from tools import args as types
 from tools import logs, story, timeline
 from tools.verify import verify_log
@@ -461,7 +461,9 @@ def cmd_cue(args: argparse.Namespace) -> int:
         if seq is not None:
             # a time (or seq): the story of what was playing then
             state = elog.state_at(seq)
-            playing = sorted(c for c, info in state.cues.items() if 1 <= info["status"] <= 99)
+            playing = sorted(
+                c for c, info in state.cues.items() if CueStatus.is_playing(info["status"])
+            )
             print(
                 f"at {target} (seq {seq}): {len(playing)} cue(s) playing; next cue "
                 f"{state.engine['nextcue'] or '-'}, running={state.engine['running']!r}, "

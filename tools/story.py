@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from eventlog import CONTROLLER, NODE_JOINED, NODE_LEFT, Event, EventLog, apply, dumps, restore
 from eventlog.showtz import readable, zone
-from eventlog.state import State
+from eventlog.state import CueStatus, State
 from eventlog.store import NOT_RECORDED
 
 #: the status a node reports each fired command under (`replicas.node.FIRED`)
@@ -202,7 +202,7 @@ def _seed(
         if info.get("online"):
             show.node(node).periods.append(Period(state.seq, ts, "online before"))
     for cue, info in state.cues.items():
-        if 1 <= info["status"] <= 99 and (cues is None or cue in cues):
+        if CueStatus.is_playing(info["status"]) and (cues is None or cue in cues):
             started = elog.events_where("seq = ?", (info["seq"],))
             start_ts = started[0][0].ts if started else ts
             run = CueRun(cue, info.get("node", ""), info["seq"], start_ts, progress=info["status"])
@@ -243,10 +243,10 @@ def _cue_event(
     pct = (op.data or {}).get("percentage")
     if isinstance(pct, int):
         run.progress = pct
-        if pct == 100:
+        if pct == CueStatus.DONE:
             _end(run, event, "played", "reached 100 %")
             del playing[cue]
-        elif pct == -1:
+        elif pct == CueStatus.ERROR:
             _end(run, event, "error", "its node reported an error (-1)")
             del playing[cue]
 
