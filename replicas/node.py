@@ -41,7 +41,13 @@ from eventlog import (
 from replicas import protocol
 from replicas.nngio import close_all, guarded
 from replicas.protocol import ProtocolError, Rule
-from replicas.replica import DEFAULT_MAX_COMMAND_AGE, MemoryStore, ReplicaCore, ReplicaStore
+from replicas.replica import (
+    DEFAULT_MAX_COMMAND_AGE,
+    HELLO_RULES,
+    MemoryStore,
+    ReplicaCore,
+    ReplicaStore,
+)
 from replicas.replica_file import ReplicaFile
 from replicas.showkey import ShowKey, diagnose, secure
 
@@ -833,33 +839,15 @@ class NodeReplica:
     async def _beats(self, ctx: Any) -> None:
         core = self.core
         assert core is not None
-        failures = 0
         while True:
             if core.controller_log is not None:
                 beat = core.beat()
                 reply = await self._request(ctx, beat)
-                if reply is not None and reply.get("rule") in _HELLO_RULES:
-                    # another process holds the id now (wait in hello), or this is a new
-                    # connection, which must say hello before it beats or submits
+                wanted = core.need_hello
+                core.on_beat_reply(beat, reply, time.monotonic())
+                if core.need_hello and not wanted:
                     self._need_hello()
-                elif reply is None or reply.get("k") != "ok":
-                    failures += 1
-                    if failures == 2:
-                        core.need_hello = True
-                        self._fetch_wake.set()
-                else:
-                    failures = 0
-                    if reply.get("log") != core.controller_log:
-                        core.need_hello = True
-                    elif isinstance(reply.get("head"), int):
-                        core.known_head = max(core.known_head, reply["head"])
-                        if reply["head"] < beat["applied"]:
-                            # the controller has less of this log than this replica had when
-                            # it asked (restarted on an older file): the welcome of a new
-                            # hello sets the replica aside and follows the controller
-                            core.need_hello = True
-                    if isinstance(reply.get("ts"), int | float):
-                        core.on_clock(reply["ts"], time.monotonic())
+                if reply is not None and reply.get("k") == "ok":
                     self._after_input()
             if self._file is not None and not self._file.healthy:
                 self._file.retry()  # a failing replica file is caught up even when idle
@@ -988,7 +976,7 @@ def _chain(
 #: error rules after which a submit is simply sent again
 _RETRY_RULES: Final = frozenset({Rule.STOPPING, Rule.COMMIT, Rule.OUT_OF_ORDER, Rule.HELLO_FIRST})
 #: error rules that mean this connection must say hello (again) first
-_HELLO_RULES: Final = frozenset({Rule.ID_IN_USE, Rule.HELLO_FIRST, Rule.ORIGIN_IN_USE})
+_HELLO_RULES: Final = HELLO_RULES
 
 
 def _settle_acks(items: list[Any], reply: dict[str, Any]) -> None:

@@ -44,6 +44,10 @@ from replicas.protocol import (
 log = logging.getLogger("cuelog.replica")
 
 DEFAULT_MAX_PENDING: Final = 50_000
+#: error rules that mean the connection must say hello (again) before anything else
+HELLO_RULES: Final = frozenset({Rule.ID_IN_USE, Rule.HELLO_FIRST, Rule.ORIGIN_IN_USE})
+#: beats in a row without an answer after which the node says hello again
+MISSED_BEATS: Final = 2
 DEFAULT_MAX_COMMAND_AGE: Final = 2.0
 
 
@@ -154,6 +158,8 @@ class ReplicaCore:
         #: a snapshot too big for one reply, while its chunks arrive
         self.partial: SnapshotParts | None = None
         self.fetching = False
+        #: beats in a row that got no answer
+        self.missed_beats = 0
         #: set when the controller's log changed under us: say hello again
         self.need_hello = True
         self.resyncs = 0
@@ -409,6 +415,32 @@ class ReplicaCore:
             raise ProtocolError(f"unexpected reply {kind!r} to fetch")
         _, events = decode_events(msg)
         return self._receive(events)
+
+    def on_beat_reply(self, beat: dict[str, Any], reply: dict[str, Any] | None, now: float) -> None:
+        """The answer to `beat` (None: none came in time). Sets `need_hello` when the replica
+        must say hello again: the connection is new or the id changed hands (a hello rule),
+        `MISSED_BEATS` beats went unanswered, the controller serves another log, or it holds
+        less of this log than this replica did when it beat (restarted on an older file: the
+        welcome sets the replica aside and follows the controller). Also a clock reading."""
+        if reply is not None and reply.get("rule") in HELLO_RULES:
+            self.need_hello = True
+            return
+        if reply is None or reply.get("k") != "ok":
+            self.missed_beats += 1
+            if self.missed_beats >= MISSED_BEATS:
+                self.need_hello = True
+            return
+        self.missed_beats = 0
+        head = reply.get("head")
+        if reply.get("log") != self.controller_log:
+            self.need_hello = True
+        elif isinstance(head, int) and not isinstance(head, bool):
+            self.known_head = max(self.known_head, head)
+            if head < beat.get("applied", 0):
+                self.need_hello = True
+        ts = reply.get("ts")
+        if isinstance(ts, int | float) and not isinstance(ts, bool):
+            self.on_clock(float(ts), now)
 
     def on_clock(self, controller_ts: float, now: float) -> None:
         """A controller time reading received at local time `now` (a beat reply)."""

@@ -110,3 +110,34 @@ def test_a_controller_clock_stepped_back_is_followed_at_the_next_heartbeat() -> 
     for i in range(2, 6):
         fired += core.on_frame(frame(ev(i, "stop", ts=940.0 + i)), float(i))
     assert [e.seq for e in fired] == [2, 3, 4, 5], "live, fresh commands still fire"
+
+
+def test_beat_replies_decide_when_to_say_hello_again() -> None:
+    """The beat's answer is an input of the core: a new connection (hello rules), two beats
+    without an answer, another log, or a controller behind this replica mean hello again; an
+    answer moves the known head and the clock."""
+
+    def applied_five() -> ReplicaCore:
+        core = joined(head=5)
+        core.on_frame(frame(*[ev(seq) for seq in range(1, 6)]), 0.1)
+        assert core.applied == 5
+        return core
+
+    core = applied_five()
+    beat = core.beat()
+    core.on_beat_reply(beat, {"k": "ok", "log": LOG, "head": 9, "ts": 2000.0}, 10.0)
+    assert not core.need_hello and core.known_head == 9
+    assert core.controller_now() == 2000.0
+    core.on_beat_reply(beat, None, 11.0)
+    assert not core.need_hello, "one missed beat is not yet a reason"
+    core.on_beat_reply(beat, None, 12.0)
+    assert core.need_hello
+    for reply in (
+        {"k": "error", "rule": "hello-first", "error": "say hello"},
+        {"k": "error", "rule": "id-in-use", "error": "in use"},
+        {"k": "ok", "log": "another-log", "head": 9, "ts": 2001.0},
+        {"k": "ok", "log": LOG, "head": 4, "ts": 2001.0},  # behind what this replica holds
+    ):
+        core = applied_five()
+        core.on_beat_reply(core.beat(), reply, 20.0)
+        assert core.need_hello, reply

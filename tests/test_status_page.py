@@ -500,3 +500,62 @@ async def test_a_denied_command_asks_for_the_passcode_then_retries(
             )
             stop = rig.get("/state")["state"]["commands"]["stop"]
             assert stop["sender"].startswith("ui:"), stop
+
+
+async def test_the_page_says_replay_and_offers_no_commands_under_replay_serve(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """`replay serve` behind the same page: a REPLAY badge with the position, GO/PAUSE/STOP
+    disabled (the gateway would answer them `denied`), the recorded show on screen."""
+    import socket
+    import sys
+
+    from eventlog import EventLog
+
+    db = tmp_path / "show.db"
+    with EventLog.open(db, role="controller") as elog:
+        elog.append(command("load", "recorded-show", cues=["r1", "r2"]))
+        elog.append(status("n1", "nextcue", nextcue="r2"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tools.replay",
+            "serve",
+            str(db),
+            "--ws",
+            f"127.0.0.1:{port}",
+            "--speed",
+            "1000",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), timeout=1),
+            ):
+                break
+            assert serve.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.05)
+        async with open_page(browser, f"http://127.0.0.1:{port}/") as page:
+            await page.until("the badge", "!document.getElementById('replay').hidden")
+            await page.until(
+                "the end of the recording",
+                "document.getElementById('replay').textContent.includes('seq 2/2')",
+            )
+            assert await page.js("document.getElementById('go').disabled") is True
+            assert await page.js("document.getElementById('stop').disabled") is True
+            await page.until("the recorded show", f"{data_value('load')} === 'recorded-show'")
+            shot = await page.screenshot()
+            check_png(shot)
+            (tmp_path / "replay-page.png").write_bytes(shot)
+    finally:
+        serve.terminate()
+        serve.wait(10)
