@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import logging
 import queue
 import threading
@@ -27,7 +28,6 @@ from typing import Any, Final, Protocol
 import pynng
 
 from eventlog import (
-    CONTROLLER,
     DEFAULT_SNAPSHOT_EVERY,
     CuelogError,
     Event,
@@ -43,12 +43,14 @@ from eventlog import (
 )
 from eventlog.store import Synchronous
 from replicas import protocol
+from replicas.admission import Admission, Answers
 from replicas.nngio import close_all, guarded
 from replicas.protocol import ProtocolError, Rule
 from replicas.sequencer import (
     DEFAULT_NODE_TIMEOUT,
     DEFAULT_TAIL_LIMIT,
     STALL,
+    Chain,
     Committed,
     ControllerCore,
     Prepared,
@@ -63,7 +65,8 @@ WORKERS: Final = 16
 #: committed events waiting for `node_operation_callback` (beyond it, calls are dropped)
 CALLBACK_QUEUE: Final = 100_000
 #: how long a submit that overtook its predecessor waits for it (seconds)
-PARK_TIMEOUT: Final = 0.5
+#: how often parked submits are looked at (they wait at most `admission.PARK_TIMEOUT`)
+PARK_TICK: Final = 0.05
 #: how often liveness is checked (seconds)
 LIVENESS_TICK: Final = 0.25
 #: how often (seconds) a node's unknown digest match may be settled by folding the log
@@ -186,13 +189,16 @@ class Controller:
         self.listeners: list[CommitListener] = []
         self.core: ControllerCore | None = None
         self.ready = asyncio.Event()
-        self._queue: list[tuple[Prepared, asyncio.Future[dict[str, Any]]]] = []
+        #: the commit queue and the parked submits (every ordering decision is its)
+        self.admission: Admission | None = None
+        #: what each admission token's submitter waits on
+        self._futures: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._tokens = itertools.count(1)
         self._wake = asyncio.Event()
         self._last_publish = 0.0
         self._digested = 0.0
         self._pub: pynng.Pub0 | None = None
         self._settling: set[str] = set()
-        self._parked: dict[str, list[Any]] = {}
         self._settled_at: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self.stats = {"commits": 0, "events": 0, "requests": 0, "bad_requests": 0}
@@ -239,6 +245,7 @@ class Controller:
             mono=time.monotonic(),
             lookup=lookup,
         )
+        self.admission = Admission(self.core)
         for listener in self.listeners:
             listener.on_open(elog.log_id, elog.state.copy())
         runner = CallbackRunner(lambda: self.callbacks, "cuelog-callbacks")
@@ -302,6 +309,7 @@ class Controller:
                 tasks.create_task(self._heartbeats())
                 tasks.create_task(self._liveness())
                 tasks.create_task(self._watch_file())
+                tasks.create_task(self._park_timer())
         except asyncio.CancelledError:
             pass
         finally:
@@ -309,9 +317,13 @@ class Controller:
             close_all(contexts, rep, pub)
             if runner is not None:
                 runner.close()
-            for _, fut in self._queue:
+            if self.admission is not None:
+                stopping = protocol.error("controller stopping", Rule.STOPPING)
+                self._answer(self.admission.drain(stopping))
+            for fut in self._futures.values():
                 if not fut.done():
                     fut.set_result(protocol.error("controller stopping", Rule.STOPPING))
+            self._futures.clear()
             for extra in (reader, lookup):
                 if extra is not elog:
                     extra.close()
@@ -356,11 +368,10 @@ class Controller:
                 if self.file_problem is not None:
                     return protocol.error(self.file_problem, Rule.LOG_FILE)
                 pipe_id = _pipe_id(pipe)
-                prepared = core.prepare_submit(msg, pipe_id, time.monotonic())
+                mono = time.monotonic()
+                prepared = core.prepare_submit(msg, pipe_id, mono)
                 chain = core.chain(msg, pipe_id)
-                if chain is not None and not core.in_order(chain[0], chain[1], chain[3]):
-                    return await self._park(chain, prepared)
-                return await self._admit(prepared, chain)
+                return await self._submit(prepared, chain, mono)
             if kind == "fetch":
                 return await asyncio.to_thread(core.fetch, msg, now)
             if kind == "beat":
@@ -412,71 +423,40 @@ class Controller:
             )
             return protocol.error(str(exc), rule)
 
-    def _admit_nowait(
-        self,
-        prepared: Prepared,
-        chain: tuple[str, int, int, bool] | None,
-        release: bool = True,
+    def _submit_nowait(
+        self, prepared: Prepared, chain: Chain | None = None, mono: float | None = None
     ) -> asyncio.Future[dict[str, Any]]:
-        """Put a submit into the commit queue (in its origin's order) and release any parked
-        successor that may now follow it."""
-        core = self.core
-        assert core is not None
-        if chain is not None:
-            prepared.origin = chain[0]
-        if prepared.subs:
-            fut = self._enqueue_nowait(prepared)
-        else:
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_result({"k": "acks", "results": prepared.errors, "head": core.head})
-        if chain is not None:
-            core.admitted(chain[0], chain[2])
-            if release:
-                self._release(chain[0])
+        """Hand a submit to admission; the future gets its reply (after its commit, or at
+        once when admission answers it)."""
+        admission = self.admission
+        assert admission is not None
+        token = next(self._tokens)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._futures[token] = fut
+        now = time.monotonic() if mono is None else mono
+        self._answer(admission.submit(prepared, chain, token, now))
+        if admission.queue:
+            self._wake.set()
         return fut
 
-    async def _admit(
-        self, prepared: Prepared, chain: tuple[str, int, int, bool] | None
-    ) -> dict[str, Any]:
-        return await self._admit_nowait(prepared, chain)
+    async def _submit(self, prepared: Prepared, chain: Chain | None, mono: float) -> dict[str, Any]:
+        return await self._submit_nowait(prepared, chain, mono)
 
-    async def _park(self, chain: tuple[str, int, int, bool], prepared: Prepared) -> dict[str, Any]:
-        """Hold a submit that overtook its predecessor until the predecessor is admitted; if
-        it never comes, ask the node to resend from its oldest unacknowledged op."""
-        loop = asyncio.get_running_loop()
-        released: asyncio.Future[asyncio.Future[dict[str, Any]]] = loop.create_future()
-        entry = (chain, prepared, released)
-        self._parked.setdefault(chain[0], []).append(entry)
-        try:
-            async with asyncio.timeout(PARK_TIMEOUT):
-                admitted = await released
-        except TimeoutError:
-            waiting = self._parked.get(chain[0], [])
-            if entry in waiting:
-                waiting.remove(entry)
-            if not waiting:
-                self._parked.pop(chain[0], None)
-            return protocol.error(
-                f"operations after {chain[0]}#{chain[1]} arrived before it: resend from the "
-                "oldest unacknowledged one",
-                Rule.OUT_OF_ORDER,
-            )
-        return await admitted
+    def _answer(self, answers: Answers) -> None:
+        """Deliver admission's decisions to the submitters waiting on them."""
+        for token, reply in answers:
+            fut = self._futures.pop(token, None)
+            if fut is not None and not fut.done():
+                fut.set_result(reply)
 
-    def _release(self, origin: str) -> None:
-        core = self.core
-        assert core is not None
-        waiting = self._parked.get(origin)
-        while waiting:
-            ready = [e for e in waiting if e[0][1] <= core.admitted_upto(origin)]
-            if not ready:
-                return
-            entry = min(ready, key=lambda e: e[0][1])
-            waiting.remove(entry)
-            chain, prepared, released = entry
-            if not released.done():
-                released.set_result(self._admit_nowait(prepared, chain, release=False))
-        self._parked.pop(origin, None)
+    async def _park_timer(self) -> None:
+        """Send back parked submits whose predecessor never came."""
+        admission = self.admission
+        assert admission is not None
+        while True:
+            await asyncio.sleep(PARK_TICK)
+            if admission.parked:
+                self._answer(admission.expire(time.monotonic()))
 
     async def _settle(self, node: str) -> None:
         core = self.core
@@ -489,10 +469,7 @@ class Controller:
             self._settling.discard(node)
 
     def _enqueue_nowait(self, prepared: Prepared) -> asyncio.Future[dict[str, Any]]:
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._queue.append((prepared, fut))
-        self._wake.set()
-        return fut
+        return self._submit_nowait(prepared)
 
     async def enqueue(self, prepared: Prepared) -> dict[str, Any]:
         return await self._enqueue_nowait(prepared)
@@ -612,44 +589,42 @@ class Controller:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._queue:
-                batch, self._queue = self._queue, []
+            admission = self.admission
+            assert admission is not None
+            while admission.queue:
+                batch = admission.take()
                 if self.file_problem is not None:
-                    self._refuse(batch)
+                    self._answer(admission.refuse(batch, self._file_error()))
                     continue
                 try:
                     committed = await asyncio.to_thread(
-                        self._commit_checked, core, [prepared for prepared, _ in batch]
+                        self._commit_checked, core, [ticket.prepared for ticket in batch]
                     )
                 except _FileLost as lost:
                     await self._lose_file(lost.error)
-                    self._refuse(batch)
+                    self._answer(admission.refuse(batch, self._file_error()))
                     continue
                 except Exception as exc:
-                    self._commit_failed(batch, exc)
+                    log.error(
+                        "commit of %d submits failed (%s); they were not acknowledged and will "
+                        "be retried",
+                        len(batch),
+                        exc,
+                        extra={"node": "controller", "seq": core.head},
+                    )
+                    self._answer(admission.commit_failed(batch, str(exc)))
                     continue
                 events = committed.result.events
                 # nodes first: a GO's way to the nodes is the show's critical path
                 for wire in committed.wire:  # encoded by the commit, each under the byte cap
                     await self._publish(wire)
                 if events:
-                    # the controller's own submitters learn whether the reducer accepted each op
-                    reasons = dict(
-                        zip((e.seq for e in events), committed.result.reasons, strict=True)
-                    )
-                    for (prepared, _), reply in zip(batch, committed.replies, strict=True):
-                        if prepared.node == CONTROLLER:
-                            for result in reply["results"]:
-                                if "seq" in result:
-                                    result["reason"] = reasons.get(result["seq"])
                     for listener in self.listeners:
                         try:
                             listener.on_commit(events, committed.result.reasons)
                         except Exception:  # a listener bug must not stop commits
                             log.exception("commit listener %r failed", listener)
-                for (_, fut), reply in zip(batch, committed.replies, strict=True):
-                    if not fut.done():
-                        fut.set_result(reply)
+                self._answer(admission.committed(batch, committed.replies))
                 if events:
                     self.stats["commits"] += 1
                     self.stats["events"] += len(events)
@@ -661,7 +636,7 @@ class Controller:
                 if runner is not None and events:
                     runner.push(events)
                 now = time.monotonic()
-                if events and (not self._queue or now - self._digested >= DIGEST_INTERVAL):
+                if events and (not admission.queue or now - self._digested >= DIGEST_INTERVAL):
                     # after the answers went out: a big show's digest costs milliseconds
                     self._digested = now
                     await asyncio.to_thread(core.remember_digest)
@@ -675,62 +650,8 @@ class Controller:
         self._check_file(core.elog)
         return committed
 
-    def _refuse(self, batch: list[tuple[Prepared, asyncio.Future[dict[str, Any]]]]) -> None:
-        error = protocol.error(self.file_problem or "the log file is lost", Rule.LOG_FILE)
-        for _, fut in batch:
-            if not fut.done():
-                fut.set_result(dict(error))
-
-    def _commit_failed(
-        self, batch: list[tuple[Prepared, asyncio.Future[dict[str, Any]]]], exc: Exception
-    ) -> None:
-        """A group commit raised. Nodes retry their batches (op ids make it safe); anything
-        queued behind them from the same nodes is sent back too, so no node's later ops can
-        be committed before its earlier ones; the controller's own ops are retried here."""
-        core = self.core
-        assert core is not None
-        log.error(
-            "commit of %d submits failed (%s); they were not acknowledged and will be retried",
-            len(batch),
-            exc,
-            extra={"node": "controller", "seq": core.head},
-        )
-        origins = {prepared.origin for prepared, _ in batch if prepared.origin is not None}
-        core.forget_origins(origins)
-        retry_here: list[tuple[Prepared, asyncio.Future[dict[str, Any]]]] = []
-        for prepared, fut in batch:
-            if prepared.node == CONTROLLER and prepared.failures < 3:
-                prepared.failures += 1
-                retry_here.append((prepared, fut))
-            elif not fut.done():
-                fut.set_result(protocol.error(f"commit failed: {exc}", Rule.COMMIT))
-        keep = []
-        for prepared, fut in self._queue:
-            if prepared.origin is not None and prepared.origin in origins:
-                if not fut.done():
-                    fut.set_result(
-                        protocol.error(
-                            "an earlier submit of this node failed to commit: resend from the "
-                            "oldest unacknowledged op",
-                            Rule.OUT_OF_ORDER,
-                        )
-                    )
-            else:
-                keep.append((prepared, fut))
-        self._queue = retry_here + keep
-        loop = asyncio.get_running_loop()
-        for origin in origins:
-            for entry in self._parked.pop(origin, []):
-                if not entry[2].done():
-                    refused: asyncio.Future[dict[str, Any]] = loop.create_future()
-                    refused.set_result(
-                        protocol.error(
-                            "an earlier submit of this node failed to commit: resend from the "
-                            "oldest unacknowledged op",
-                            Rule.OUT_OF_ORDER,
-                        )
-                    )
-                    entry[2].set_result(refused)
+    def _file_error(self) -> dict[str, Any]:
+        return protocol.error(self.file_problem or "the log file is lost", Rule.LOG_FILE)
 
     async def _publish(self, data: bytes) -> None:
         pub = self._pub

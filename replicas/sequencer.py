@@ -26,7 +26,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -70,6 +70,16 @@ SESSION_IDLE: Final = 120.0
 STALL: Final = 1.0
 #: a fetch further behind than this (in events) gets the newest snapshot instead of the tail
 DEFAULT_TAIL_LIMIT: Final = 20_000
+
+
+class Chain(NamedTuple):
+    """A submit's place in its origin's sequence: it may be admitted once ``prev`` is (or at
+    once when ``head``: nothing of its own is in flight before it); it ends at ``last``."""
+
+    origin: str
+    prev: int
+    last: int
+    head: bool
 
 
 @dataclass(slots=True)
@@ -331,9 +341,7 @@ class ControllerCore:
 
     # ---------------------------------------------------------------- per-origin order
 
-    def chain(
-        self, msg: dict[str, Any], pipe: int | None = None
-    ) -> tuple[str, int, int, bool] | None:
+    def chain(self, msg: dict[str, Any], pipe: int | None = None) -> Chain | None:
         """A submit's place in its origin's sequence: ``(origin, prev, last, head)``.
 
         A node with several submits in flight says which origin_seq must already be admitted
@@ -355,7 +363,7 @@ class ControllerCore:
         prev = protocol.field(raw, "prev", int)
         last = protocol.field(raw, "last", int)
         head = protocol.field(raw, "head", bool)
-        return origin, prev, last, head
+        return Chain(origin, prev, last, head)
 
     def in_order(self, origin: str, prev: int, head: bool) -> bool:
         """Whether a batch chained after `prev` may be admitted now (else it must wait)."""
@@ -400,10 +408,20 @@ class ControllerCore:
         seqs = iter(result.seqs)
         replies: list[dict[str, Any]] = []
         head = self.elog.head
+        # the controller's own submitters (the UI gateway) learn whether the reducer
+        # accepted each op (a refused GO is appended, and answered as refused)
+        reasons = dict(zip((e.seq for e in result.events), result.reasons, strict=True))
         for prepared in batch:
             results: list[dict[str, Any]] = []
             for err in prepared.errors:
-                results.append(err if err is not None else {"seq": next(seqs)})
+                if err is not None:
+                    results.append(err)
+                    continue
+                seq = next(seqs)
+                if prepared.node == CONTROLLER:
+                    results.append({"seq": seq, "reason": reasons.get(seq)})
+                else:
+                    results.append({"seq": seq})
             replies.append({"k": "acks", "results": results, "head": head})
         frames: list[dict[str, Any]] = []
         wire: list[bytes] = []

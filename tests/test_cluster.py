@@ -317,9 +317,9 @@ def test_a_failed_group_commit_never_reorders_a_nodes_ops(tmp_path: Path) -> Non
         first = [n1.update_nextcue(f"c{i}") for i in range(1, 1001)]
         assert entered.wait(10)
         later = [n1.update_nextcue(f"c{i}") for i in range(1001, 1501)]
-        wait_for(
-            "a later submit queued behind the failing commit", lambda: bool(ctl.controller._queue)
-        )
+        admission = ctl.controller.admission
+        assert admission is not None
+        wait_for("a later submit queued behind the failing commit", lambda: bool(admission.queue))
         go_on.set()
         seqs = [f.result(30) for f in first + later]
     assert failed

@@ -82,8 +82,9 @@ from eventlog import (
     validate_operation,
 )
 from replicas import protocol
+from replicas.admission import Admission, Answers
 from replicas.replica import MemoryStore, ReplicaCore
-from replicas.sequencer import ControllerCore, Prepared
+from replicas.sequencer import Chain, ControllerCore, Prepared
 
 Wire = dict[str, Any]
 Msg = dict[str, Any]
@@ -92,6 +93,9 @@ NODE_POOL: Final = ("node-a", "node-b", "node-c", "node-d")
 CUES: Final = ("cue-1", "cue-2")
 TS0: Final = 1_700_000_000.0
 NODE_TIMEOUT: Final = 3.0
+#: the sim's clock moves in steps of up to a few seconds: parked submits expire at the next
+#: commit after one such step
+PARK_TIMEOUT: Final = 1.0
 HUGE_AGE: Final = 1e9
 EMPTY_DIGEST: Final = digest(State())
 CONVERGE_ROUNDS: Final = 4
@@ -427,7 +431,11 @@ class ReplicationSim(RuleBasedStateMachine):
         self.oracles: dict[str, Oracle] = {}
         self._oracle: Oracle | None = None
         self.peers: list[Peer] = []
-        self.pending: list[Request] = []
+        #: the controller's real admission (chains, parking, failed commits), and where
+        #: the answer to each of its tokens goes
+        self._admission: Admission | None = None
+        self.requests: dict[int, Request] = {}
+        self._tokens = 0
         #: log id -> op id -> seq, for every acknowledgement a sender received
         self.acked: dict[str, dict[OpId, int]] = {}
         self.refused: set[OpId] = set()
@@ -499,6 +507,7 @@ class ReplicationSim(RuleBasedStateMachine):
             tail_limit=self.cfg.tail_limit,
             now=self.now,
         )
+        self._admission = Admission(self._ctl, park_timeout=PARK_TIMEOUT)
         if new_log:
             oracle = Oracle(self._elog.log_id)
             assert oracle.log_id not in self.oracles, "a new log must get a new log id"
@@ -509,7 +518,8 @@ class ReplicationSim(RuleBasedStateMachine):
 
     def _close_controller(self) -> None:
         # queued submits are answered "stopping" by the shell: their senders retry
-        self.pending.clear()
+        self.requests.clear()
+        self._admission = None
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -534,9 +544,40 @@ class ReplicationSim(RuleBasedStateMachine):
             if _reachable(peer):
                 peer.inbox.append(sent)
 
+    @property
+    def admission(self) -> Admission:
+        assert self._admission is not None
+        return self._admission
+
+    @property
+    def pending(self) -> bool:
+        """Whether submits wait for a commit (queued) or for their predecessor (parked)."""
+        return self._admission is not None and bool(self._admission.queue or self._admission.parked)
+
+    def _admit(self, req: Request, chain: Chain | None = None) -> None:
+        self._tokens += 1
+        self.requests[self._tokens] = req
+        self._settle(self.admission.submit(req.prepared, chain, self._tokens, self.now), False)
+
+    def _settle(self, answers: Answers, lose_replies: bool) -> None:
+        """Replies that are not a commit's (all refused, sent back, failed): nothing of them
+        is acknowledged, and their valid ops stay in their sender's outbox."""
+        for token, reply in answers:
+            req = self.requests.pop(token)
+            reply = over_the_wire(reply)
+            if reply["k"] == "acks":
+                assert all("seq" not in r for r in reply["results"]), reply
+                assert all(req.invalid), "an all-refused answer for a valid op"
+            else:
+                assert reply["k"] == "error" and reply["rule"] in ("commit", "out-of-order")
+
     def _commit(self, lose_replies: bool) -> None:
-        batch, self.pending = self.pending, []
+        self._settle(self.admission.expire(self.now), lose_replies)
+        tickets = self.admission.take()
+        batch = [self.requests.pop(t.token) for t in tickets]
         committed = self.ctl.commit([req.prepared for req in batch], self.now)
+        answered = self.admission.committed(tickets, committed.replies)
+        assert [token for token, _ in answered] == [t.token for t in tickets]
         oracle = self.oracle
         new = oracle.absorb(self.elog)
         assert [encode_event(e) for e in committed.result.events] == [
@@ -883,19 +924,25 @@ class ReplicationSim(RuleBasedStateMachine):
     def _queue_internal(self, subs: list[Submission]) -> None:
         n = len(subs)
         wires = [s.op.to_wire() for s in subs]
-        self.pending.append(
-            Request(None, 0, self.ctl.internal(subs), wires, [None] * n, [False] * n)
-        )
+        self._admit(Request(None, 0, self.ctl.internal(subs), wires, [None] * n, [False] * n))
 
-    def _send(self, peer: Peer, wires: list[Wire], invalid: list[bool]) -> None:
-        msg = over_the_wire({"k": "submit", "node": peer.node, "ops": wires})
+    def _send(
+        self, peer: Peer, wires: list[Wire], invalid: list[bool], chain: Chain | None = None
+    ) -> None:
+        msg: Msg = {"k": "submit", "node": peer.node, "ops": wires}
+        if chain is not None:
+            msg["chain"] = chain._asdict()
+        msg = over_the_wire(msg)
         prepared = self.ctl.prepare_submit(msg)
         for bad, err in zip(invalid, prepared.errors, strict=True):
             assert (err is not None) == bad, err
         op_ids: list[OpId | None] = [
             None if "op_id" not in w else OpId(w["op_id"][0], w["op_id"][1]) for w in wires
         ]
-        self.pending.append(Request(peer, peer.incarnation, prepared, wires, op_ids, invalid))
+        self._admit(
+            Request(peer, peer.incarnation, prepared, wires, op_ids, invalid),
+            self.ctl.chain(msg),
+        )
 
     @precondition(lambda self: self._any(_reachable))
     @rule(
@@ -930,13 +977,63 @@ class ReplicationSim(RuleBasedStateMachine):
             # the shell timed out and sent again while the first was still queued
             self._send(peer, wires, [False] * len(wires))
 
+    @precondition(lambda self: self._any(_reachable))
+    @rule(
+        i=st.integers(0, 3),
+        sizes=st.lists(st.integers(1, 3), min_size=2, max_size=3),
+        order=st.permutations([0, 1, 2]),
+    )
+    def pipelined_submit(self, i: int, sizes: list[int], order: list[int]) -> None:
+        """A node with several submits in flight (the real node's depth > 1): the head of
+        its outbox cut into chained submits that reach the controller in any order. They are
+        admitted in the node's order: the early ones wait (parked) for their predecessors."""
+        self._begin()
+        peer = self._pick(i, _reachable)
+        for _ in range(sum(sizes)):
+            op_id = peer.next_op_id()
+            peer.outbox[op_id] = {
+                **make_op("ping", len(peer.outbox), peer.node, self.cfg.nodes),
+                "op_id": op_id.to_wire(),
+            }
+        items = list(peer.outbox.items())
+        chunks: list[tuple[Chain, list[Wire]]] = []
+        start = 0
+        for size in sizes:
+            part = items[start : start + size]
+            if not part:
+                break
+            first, last = part[0][0].origin_seq, part[-1][0].origin_seq
+            chunks.append((Chain(peer.origin, first - 1, last, start == 0), [w for _, w in part]))
+            start += size
+        for k in [k for k in order if k < len(chunks)]:
+            chain, wires = chunks[k]
+            self._send(peer, wires, [False] * len(wires), chain)
+        note("pipelined chained submits")
+
+    @precondition(lambda self: self.pending)
+    @rule()
+    def commit_fails(self) -> None:
+        """The group commit raises (a disk error): nothing of it is acknowledged; what its
+        senders queued or parked behind it is sent back to them; the controller's own ops
+        wait for the next commit."""
+        self._begin()
+        tickets = self.admission.take()
+        if tickets:
+            note("a failed group commit")
+        self._settle(self.admission.commit_failed(tickets, "injected disk error"), False)
+
     @precondition(lambda self: self._any(_can_retry_acked))
     @rule(i=st.integers(0, 3), pick=st.integers(0, 50))
     def retry_acknowledged(self, i: int, pick: int) -> None:
         """A late retry of an op already acknowledged: same op id, so the same seq back."""
         self._begin()
         peer = self._pick(i, _can_retry_acked)
-        wires = list(peer.acked.values())
+        # of this log: an op acknowledged in a log the controller has since left is not
+        # retried by a node that followed it into the new one
+        here = self.acked[self.oracle.log_id]
+        wires = [wire for op_id, wire in peer.acked.items() if op_id in here]
+        if not wires:
+            return
         self._send(peer, [wires[pick % len(wires)]], [False])
 
     @precondition(lambda self: self._any(_reachable))
@@ -953,7 +1050,9 @@ class ReplicationSim(RuleBasedStateMachine):
         good_id = peer.next_op_id()
         good = {**make_op("ping", x, peer.node, self.cfg.nodes), "op_id": good_id.to_wire()}
         peer.outbox[good_id] = good
-        self._send(peer, [bad, good], [True, False])
+        # as a node sends: its unacknowledged ops from the oldest (never a newer one first)
+        waiting = list(peer.outbox.values())
+        self._send(peer, [bad, *waiting], [True] + [False] * len(waiting))
 
     @rule(kind=st.sampled_from(OP_KINDS), x=st.integers(0, 15), n=st.integers(0, 3))
     def operator(self, kind: str, x: int, n: int) -> None:
@@ -1254,6 +1353,18 @@ class ReplicationSim(RuleBasedStateMachine):
                 )
                 assert encode_event(ev) == encode_event(held.events[seq - 1])
         self._busy = False
+
+    @invariant()
+    def each_origin_is_committed_in_its_order(self) -> None:
+        """Whatever order its submits arrived in, failed commits included: an origin's later
+        ops never got a smaller seq than its earlier ones."""
+        for acked in self.acked.values():
+            by_origin: dict[str, list[tuple[int, int]]] = {}
+            for op_id, seq in acked.items():
+                by_origin.setdefault(op_id.origin, []).append((op_id.origin_seq, seq))
+            for origin, pairs in by_origin.items():
+                seqs = [seq for _, seq in sorted(pairs)]
+                assert seqs == sorted(seqs), f"{origin} committed out of order: {sorted(pairs)}"
 
     @invariant()
     def acknowledged_ops_are_in_the_log_once(self) -> None:

@@ -247,7 +247,9 @@ def test_live_nodes_follow_eight_of_the_largest_submits_committed_at_once(tmp_pa
         ]
         for worker in workers:
             worker.start()
-        wait_for("eight big submits queued", lambda: len(ctl.controller._queue) == 8, 30)
+        admission = ctl.controller.admission
+        assert admission is not None
+        wait_for("eight big submits queued", lambda: len(admission.queue) == 8, 30)
         release.set()
         for worker in [gate, *workers]:
             worker.join(60)
