@@ -134,3 +134,37 @@ class Proc:
                 self.proc.kill()
                 self.proc.wait(5)
         return self.proc.returncode if self.proc.returncode is not None else -1
+
+
+@contextmanager
+def replay_serve(db: str | Path, *extra: str, speed: str = "1000") -> Iterator[int]:
+    """`replay serve DB` in its own process on a free loopback port: yields the port once it
+    accepts connections; stops the process after."""
+    import contextlib
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    argv = ["serve", str(db), "--ws", f"127.0.0.1:{port}", "--speed", speed, *extra]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tools.replay", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def listening() -> bool:
+        assert proc.poll() is None, (
+            f"replay serve exited: {proc.stderr.read() if proc.stderr else ''}"
+        )
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return True
+        return False
+
+    try:
+        wait_for("replay serve to listen", listening, 20)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)

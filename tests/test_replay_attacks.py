@@ -29,6 +29,7 @@ from eventlog import (
     apply,
 )
 from eventlog.snapshot import take
+from tests.cluster import replay_serve
 from tools import replay, story
 
 T0 = 1_700_000_000.0
@@ -396,42 +397,14 @@ def test_a_copy_in_a_read_only_folder_can_be_read(tmp_path: Path) -> None:
 def test_replay_serve_on_a_live_log_does_not_hold_its_wal(tmp_path: Path) -> None:
     """`replay serve` runs for hours: were it one read transaction, no checkpoint could pass
     it and a live log's WAL would hold the whole show. It reads in short transactions."""
-    import socket
-
     path = tmp_path / "live.db"
     writer = EventLog.open(path, role="controller", synchronous="OFF")
     try:
         writer.append(st("a", "t", {"n": 0}))
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        serve = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tools.replay",
-                "serve",
-                str(path),
-                "--ws",
-                f"127.0.0.1:{port}",
-                "--speed",
-                "1000",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            deadline = time.monotonic() + 20
-            while "replaying" not in (serve.stderr.readline() if serve.stderr else ""):
-                assert time.monotonic() < deadline and serve.poll() is None
+        with replay_serve(path):
             for i in range(200):
                 writer.append_batch([st("a", "t", {"n": i, "pad": "x" * 500}) for _ in range(50)])
             wal = os.path.getsize(str(path) + "-wal")
-            assert serve.poll() is None, "serve died"
-        finally:
-            serve.terminate()
-            serve.wait(10)
     finally:
         writer.close()
     assert wal < 8_000_000, f"the WAL grew to {wal / 1e6:.1f} MB behind replay serve"

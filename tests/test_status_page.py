@@ -33,7 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from eventlog import CONTROLLER, ActionType, Operation, OperationType
-from tests.cluster import ipc_address
+from tests.cluster import ipc_address, replay_serve
 from tests.gateway_rig import GatewayThread, command, gateway_thread
 
 pytestmark = pytest.mark.timeout(90)
@@ -507,43 +507,13 @@ async def test_the_page_says_replay_and_offers_no_commands_under_replay_serve(
 ) -> None:
     """`replay serve` behind the same page: a REPLAY badge with the position, GO/PAUSE/STOP
     disabled (the gateway would answer them `denied`), the recorded show on screen."""
-    import socket
-    import sys
-
     from eventlog import EventLog
 
     db = tmp_path / "show.db"
     with EventLog.open(db, role="controller") as elog:
         elog.append(command("load", "recorded-show", cues=["r1", "r2"]))
         elog.append(status("n1", "nextcue", nextcue="r2"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    serve = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tools.replay",
-            "serve",
-            str(db),
-            "--ws",
-            f"127.0.0.1:{port}",
-            "--speed",
-            "1000",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", port), timeout=1),
-            ):
-                break
-            assert serve.poll() is None and time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.05)
+    with replay_serve(db) as port:
         async with open_page(browser, f"http://127.0.0.1:{port}/") as page:
             await page.until("the badge", "!document.getElementById('replay').hidden")
             await page.until(
@@ -556,6 +526,3 @@ async def test_the_page_says_replay_and_offers_no_commands_under_replay_serve(
             shot = await page.screenshot()
             check_png(shot)
             (tmp_path / "replay-page.png").write_bytes(shot)
-    finally:
-        serve.terminate()
-        serve.wait(10)
