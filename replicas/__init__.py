@@ -10,7 +10,8 @@ from replicas.compat import (
     NodesHub,
 )
 from replicas.controller import DEFAULT_LISTEN, Controller
-from replicas.node import NodeReplica, OperationRefused, OutboxFull
+from replicas.node import NodeReplica
+from replicas.outbox import OperationRefused, OutboxFull
 from replicas.protocol import ProtocolError, events_address
 from replicas.replica import MemoryStore, ReplicaCore
 from replicas.sequencer import ControllerCore

@@ -33,17 +33,21 @@ from eventlog import (
     Operation,
     OperationType,
     State,
-    ValidationError,
     check_node_id,
     dumps,
     validate_operation,
 )
 from replicas import protocol
 from replicas.nngio import close_all, guarded
+from replicas.outbox import (
+    Items,
+    Outbox,
+    OutboxFull,
+    SubmitterCore,
+)
 from replicas.protocol import ProtocolError, Rule
 from replicas.replica import (
     DEFAULT_MAX_COMMAND_AGE,
-    HELLO_RULES,
     MemoryStore,
     ReplicaCore,
     ReplicaStore,
@@ -56,12 +60,6 @@ log = logging.getLogger("cuelog.node")
 BEAT_INTERVAL: Final = 0.25
 REQUEST_TIMEOUT: Final = 2.0
 OUTBOX_SIZE: Final = 10_000
-SUBMIT_BATCH: Final = 1000
-#: most encoded bytes of ops in one submit (each op measured exactly when queued; a submit
-#: holds at least one op, and the controller reads requests up to `protocol.MAX_REQUEST_BYTES`)
-SUBMIT_BYTES: Final = 1024 * 1024
-if SUBMIT_BYTES + protocol.MAX_EVENT_BYTES + protocol.ENVELOPE_BYTES > protocol.MAX_REQUEST_BYTES:
-    raise AssertionError("a node's submit could pass the controller's request limit")
 #: how long a running command holds back the next one (see `CommandDispatcher`)
 #: the status target a node reports each fired command under: {seq, command, delay_ms}
 FIRED: Final = "fired"
@@ -82,106 +80,6 @@ CommandCallback = Callable[[str, Any, str], Any]
 RestoreCallback = Callable[[State, str], Any]
 #: a restore callback running longer than this is logged (commands wait for it)
 RESTORE_WARN: Final = 5.0
-
-
-class OutboxFull(CuelogError):
-    """The node's outbox is full: the controller has not acknowledged enough operations."""
-
-
-class OperationRefused(CuelogError):
-    """The controller refused an operation (its validation error says why)."""
-
-    def __init__(self, detail: dict[str, Any]) -> None:
-        self.detail = detail
-        super().__init__(str(detail.get("error", detail)))
-
-
-class Outbox:
-    """Bounded, thread-safe FIFO of operations waiting for their acknowledgement."""
-
-    def __init__(self, node_id: str, maxsize: int, origin: str) -> None:
-        self.node_id = node_id
-        self.maxsize = maxsize
-        self.origin = origin
-        self._counter = 0
-        self._items: collections.deque[tuple[dict[str, Any], concurrent.futures.Future[int]]]
-        self._items = collections.deque()
-        #: encoded size estimate of each item, in step with `_items`
-        self._sizes: collections.deque[int] = collections.deque()
-        self._lock = threading.Lock()
-        self.wake: Callable[[], None] = lambda: None
-        #: set by the submitter when it has a free slot and waits: the next put wakes it
-        self.want_wake = False
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, op: Operation, *, validated: bool = False) -> concurrent.futures.Future[int]:
-        """Queue `op`, validated here (so a bad op fails in the caller, not later) unless the
-        caller just did it (``validated=True``)."""
-        if not validated:
-            op = validate_operation(op)
-        future: concurrent.futures.Future[int] = concurrent.futures.Future()
-        with self._lock:
-            if op.sender != self.node_id:
-                raise ValidationError(
-                    "sender",
-                    Rule.NOT_YOURS,
-                    f"node {self.node_id} submits as itself: the sender must be "
-                    f"{self.node_id}, not {op.sender}",
-                )
-            if len(self._items) >= self.maxsize:
-                raise OutboxFull(
-                    f"node {self.node_id}: {len(self._items)} operations are waiting for the "
-                    "controller to acknowledge them (outbox full); is the controller reachable?"
-                )
-            self._counter += 1
-            wire = op.to_wire()
-            wire["op_id"] = [self.origin, self._counter]
-            wake = not self._items or self.want_wake
-            self.want_wake = False
-            self._items.append((wire, future))
-            # exact: its encoding in the submit, and the comma after it
-            self._sizes.append(len(dumps(wire)) + 1)
-        if wake:  # the submitter sleeps on an empty outbox, or asked to hear of more
-            self.wake()
-        return future
-
-    def peek(
-        self, limit: int, start: int = 0, max_bytes: int | None = None
-    ) -> list[tuple[dict[str, Any], concurrent.futures.Future[int]]]:
-        """Up to `limit` queued items (and about `max_bytes` encoded, but at least one) from
-        position `start` (0 is the oldest)."""
-        with self._lock:
-            end = min(start + limit, len(self._items))
-            if max_bytes is not None:
-                total = 0
-                for i in range(start, end):
-                    total += self._sizes[i]
-                    if total > max_bytes and i > start:
-                        end = i
-                        break
-            return [self._items[i] for i in range(start, end)]
-
-    def next_submit(
-        self, node_id: str, start: int = 0
-    ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], concurrent.futures.Future[int]]]] | None:
-        """The next ``submit`` request and its items: the ops queued from position `start`, at
-        most `SUBMIT_BATCH` of them and `SUBMIT_BYTES` encoded (at least one), chained after
-        the op before them. Always under the controller's ``protocol.MAX_REQUEST_BYTES``."""
-        items = self.peek(SUBMIT_BATCH, start, SUBMIT_BYTES)
-        if not items:
-            return None
-        first, last = items[0][0]["op_id"][1], items[-1][0]["op_id"][1]
-        chain = {"origin": self.origin, "prev": first - 1, "last": last, "head": start == 0}
-        msg = {"k": "submit", "node": node_id, "chain": chain, "ops": [wire for wire, _ in items]}
-        return msg, items
-
-    def drop(self, count: int) -> None:
-        with self._lock:
-            for _ in range(count):
-                self._items.popleft()
-                self._sizes.popleft()
 
 
 class _Restore:
@@ -375,6 +273,7 @@ class NodeReplica:
         self.cue_interval = 1.0 / cue_status_hz
         origin, self._secret = protocol.new_origin(node_id)
         self.outbox = Outbox(node_id, outbox_size, origin)
+        self.submitter = SubmitterCore(self.outbox, node_id)
         self.commands = CommandDispatcher(node_id)
         self.commands.callback = command_callback
         self.commands.on_fired = self._report_fired
@@ -854,17 +753,15 @@ class NodeReplica:
             await asyncio.sleep(self.beat_interval)
 
     async def _submitter(self, contexts: list[Any]) -> None:
-        """Send the outbox in order, with up to ``len(contexts)`` submits in flight.
-
-        Each submit says which of this node's ops must be admitted before it (``chain``), so
-        the controller keeps this node's order even when a later submit overtakes an earlier
-        one. After any failure, every submit in flight is awaited and the unacknowledged ops
-        are sent again from the oldest (op ids make that safe)."""
-        backoff = 0.05
+        """Send the outbox in order, with up to ``len(contexts)`` submits in flight; what to
+        send and what each reply means is `SubmitterCore`'s. Each submit is chained after the
+        one before it, so the controller keeps this node's order even when a later one
+        overtakes an earlier one. After a failure, every submit in flight is awaited and the
+        unacknowledged ops are sent again from the oldest (op ids make that safe)."""
+        core = self.submitter
         free = list(contexts)
-        inflight: collections.deque[tuple[Any, list[Any], asyncio.Task[Any]]]
+        inflight: collections.deque[tuple[Any, Items, asyncio.Task[Any]]]
         inflight = collections.deque()
-        sent = 0  # items from the head of the outbox that are in flight
         wake = self._outbox_wake
         while True:
             if not inflight and self._welcomed is not None and not self._welcomed.is_set():
@@ -872,13 +769,12 @@ class NodeReplica:
                     async with asyncio.timeout(1.0):
                         await self._welcomed.wait()
             while free:
-                found = self.outbox.next_submit(self.node_id, sent)
+                found = core.next_submit()
                 if found is None:
                     break
                 msg, items = found
                 ctx = free.pop()
                 inflight.append((ctx, items, asyncio.ensure_future(self._request(ctx, msg))))
-                sent += len(items)
             if not inflight:
                 wake.clear()
                 if not len(self.outbox):
@@ -888,7 +784,7 @@ class NodeReplica:
             if free and not task.done():
                 wake.clear()
                 self.outbox.want_wake = True
-                if len(self.outbox) > sent:  # more arrived meanwhile: send them alongside
+                if core.more:  # more arrived meanwhile: send them alongside
                     self.outbox.want_wake = False
                     continue
                 waker = asyncio.ensure_future(wake.wait())
@@ -900,29 +796,20 @@ class NodeReplica:
             reply = await task
             inflight.popleft()
             free.append(ctx)
-            retry = reply is None or (
-                reply.get("k") == "error" and reply.get("rule") in _RETRY_RULES
-            )
-            if reply is not None and reply.get("rule") in _HELLO_RULES:
+            verdict = core.on_reply(items, reply)
+            if verdict.hello:
                 self._need_hello()
-            if not retry:
-                assert reply is not None
-                backoff = 0.05
-                self.outbox.drop(len(items))
-                sent -= len(items)
-                _settle_acks(items, reply)
+            if not verdict.resend:
                 continue
             # a failure: let the rest land (their acks count), then resend from the oldest
             while inflight:
                 ctx2, items2, task2 = inflight.popleft()
                 later = await task2
                 free.append(ctx2)
-                if later is not None and later.get("k") == "acks":
-                    _settle_acks(items2, later)
-            sent = 0
-            if reply is None or reply.get("rule") not in (Rule.OUT_OF_ORDER, Rule.HELLO_FIRST):
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                core.on_late_reply(items2, later)
+            core.resend_from_oldest()
+            if verdict.delay:
+                await asyncio.sleep(verdict.delay)
 
     async def _watch_connection(self, req: Any) -> None:
         """Say in the log when the controller is unreachable, at growing intervals."""
@@ -971,25 +858,3 @@ def _chain(
                 fut.set_result(result.result())
 
     source.add_done_callback(done)
-
-
-#: error rules after which a submit is simply sent again
-_RETRY_RULES: Final = frozenset({Rule.STOPPING, Rule.COMMIT, Rule.OUT_OF_ORDER, Rule.HELLO_FIRST})
-#: error rules that mean this connection must say hello (again) first
-_HELLO_RULES: Final = HELLO_RULES
-
-
-def _settle_acks(items: list[Any], reply: dict[str, Any]) -> None:
-    """Resolve the futures of a submit's ops from its reply (already resolved ones stay)."""
-    results = reply.get("results") if reply.get("k") == "acks" else None
-    if not isinstance(results, list) or len(results) != len(items):
-        results = [reply] * len(items)
-    for (_, fut), result in zip(items, results, strict=True):
-        if fut.done():
-            continue
-        if isinstance(result, dict) and isinstance(result.get("seq"), int):
-            fut.set_result(result["seq"])
-        else:
-            fut.set_exception(
-                OperationRefused(result if isinstance(result, dict) else {"error": repr(result)})
-            )

@@ -25,7 +25,7 @@ seqs, ts, digest), always under ``ENVELOPE_BYTES`` (4 KiB).
   it is at most ``MAX_EVENT_BYTES``: the data, 6 bytes per character of the three strings (an
   escaped control character is the worst case) and 256 for the keys and numbers: ~69 KiB.
 - **A request** is read up to ``MAX_REQUEST_BYTES`` (4 MiB; bigger: an error reply).
-  A node's outbox builds submits of at most ``node.SUBMIT_BYTES`` (1 MiB) of exactly measured
+  A node's outbox builds submits of at most ``outbox.SUBMIT_BYTES`` (1 MiB) of exactly measured
   ops (at least one op, which is at most ``MAX_EVENT_BYTES``) plus the envelope: under 4 MiB.
 - **An ``ev`` frame and an ``events`` reply**: at most ``MAX_FRAME_EVENTS`` events and at most
   ``MAX_FRAME_BYTES`` (4 MiB) encoded, envelope included. A group commit (up to 16 MiB of

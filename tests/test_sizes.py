@@ -37,7 +37,7 @@ from eventlog import (
 from eventlog.state import digest_bytes
 from replicas import protocol
 from replicas.client import ControllerClient
-from replicas.node import Outbox
+from replicas.outbox import Outbox
 from replicas.protocol import (
     MAX_FRAME_BYTES,
     MAX_REQUEST_BYTES,

@@ -54,7 +54,8 @@ from tqdm import tqdm
 from eventlog import ActionType, DecodeError, Event, Operation, OperationType, dumps, loads
 from replicas.controller import Controller
 from replicas.nngio import close_all, guarded
-from replicas.node import SUBMIT_BATCH, NodeReplica, OutboxFull
+from replicas.node import NodeReplica
+from replicas.outbox import SUBMIT_BATCH, OutboxFull
 from replicas.protocol import MAX_FRAME_EVENTS, NNG_MAX_BYTES, events_address
 from replicas.sequencer import DEFAULT_TAIL_LIMIT
 from tools.bench_data import build_big_log

@@ -1,0 +1,217 @@
+"""A node's outbox, and what its submitter sends next and makes of each reply. No I/O.
+
+`Outbox` is the bounded, thread-safe FIFO of the node's own operations waiting for their
+acknowledgement; each gets an op id ``[origin, n]`` when queued, so sending it again is always
+safe. `SubmitterCore` decides what the node's submitter (`replicas.node`, the shell) sends
+next: submits of at most `SUBMIT_BATCH` ops and `SUBMIT_BYTES`, from the oldest unacknowledged
+op, each chained after the one before it so the controller keeps the node's order whatever
+order they arrive in. A reply either acknowledges its ops (they leave the outbox and their
+futures settle) or means "send again from the oldest" after a delay.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from eventlog import CuelogError, Operation, ValidationError, dumps, validate_operation
+from replicas import protocol
+from replicas.protocol import Rule
+from replicas.replica import HELLO_RULES
+
+SUBMIT_BATCH: Final = 1000
+#: most encoded bytes of ops in one submit (each op measured exactly when queued; a submit
+#: holds at least one op, and the controller reads requests up to `protocol.MAX_REQUEST_BYTES`)
+SUBMIT_BYTES: Final = 1024 * 1024
+if SUBMIT_BYTES + protocol.MAX_EVENT_BYTES + protocol.ENVELOPE_BYTES > protocol.MAX_REQUEST_BYTES:
+    raise AssertionError("a node's submit could pass the controller's request limit")
+#: the first wait before sending again after a failure, and the longest (it doubles)
+BACKOFF_MIN: Final = 0.05
+BACKOFF_MAX: Final = 1.0
+#: error rules after which a submit is simply sent again
+RETRY_RULES: Final = frozenset({Rule.STOPPING, Rule.COMMIT, Rule.OUT_OF_ORDER, Rule.HELLO_FIRST})
+#: sent again at once: the controller itself asks for the resend, or the hello that comes first
+_NO_WAIT: Final = frozenset({Rule.OUT_OF_ORDER, Rule.HELLO_FIRST})
+
+Items = list[tuple[dict[str, Any], "concurrent.futures.Future[int]"]]
+
+
+class OutboxFull(CuelogError):
+    """The node's outbox is full: the controller has not acknowledged enough operations."""
+
+
+class OperationRefused(CuelogError):
+    """The controller refused an operation (its validation error says why)."""
+
+    def __init__(self, detail: dict[str, Any]) -> None:
+        self.detail = detail
+        super().__init__(str(detail.get("error", detail)))
+
+
+class Outbox:
+    """Bounded, thread-safe FIFO of operations waiting for their acknowledgement."""
+
+    def __init__(self, node_id: str, maxsize: int, origin: str) -> None:
+        self.node_id = node_id
+        self.maxsize = maxsize
+        self.origin = origin
+        self._counter = 0
+        self._items: collections.deque[tuple[dict[str, Any], concurrent.futures.Future[int]]]
+        self._items = collections.deque()
+        #: encoded size estimate of each item, in step with `_items`
+        self._sizes: collections.deque[int] = collections.deque()
+        self._lock = threading.Lock()
+        self.wake: Callable[[], None] = lambda: None
+        #: set by the submitter when it has a free slot and waits: the next put wakes it
+        self.want_wake = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, op: Operation, *, validated: bool = False) -> concurrent.futures.Future[int]:
+        """Queue `op`, validated here (so a bad op fails in the caller, not later) unless the
+        caller just did it (``validated=True``)."""
+        if not validated:
+            op = validate_operation(op)
+        future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        with self._lock:
+            if op.sender != self.node_id:
+                raise ValidationError(
+                    "sender",
+                    Rule.NOT_YOURS,
+                    f"node {self.node_id} submits as itself: the sender must be "
+                    f"{self.node_id}, not {op.sender}",
+                )
+            if len(self._items) >= self.maxsize:
+                raise OutboxFull(
+                    f"node {self.node_id}: {len(self._items)} operations are waiting for the "
+                    "controller to acknowledge them (outbox full); is the controller reachable?"
+                )
+            self._counter += 1
+            wire = op.to_wire()
+            wire["op_id"] = [self.origin, self._counter]
+            wake = not self._items or self.want_wake
+            self.want_wake = False
+            self._items.append((wire, future))
+            # exact: its encoding in the submit, and the comma after it
+            self._sizes.append(len(dumps(wire)) + 1)
+        if wake:  # the submitter sleeps on an empty outbox, or asked to hear of more
+            self.wake()
+        return future
+
+    def peek(
+        self, limit: int, start: int = 0, max_bytes: int | None = None
+    ) -> list[tuple[dict[str, Any], concurrent.futures.Future[int]]]:
+        """Up to `limit` queued items (and about `max_bytes` encoded, but at least one) from
+        position `start` (0 is the oldest)."""
+        with self._lock:
+            end = min(start + limit, len(self._items))
+            if max_bytes is not None:
+                total = 0
+                for i in range(start, end):
+                    total += self._sizes[i]
+                    if total > max_bytes and i > start:
+                        end = i
+                        break
+            return [self._items[i] for i in range(start, end)]
+
+    def next_submit(
+        self, node_id: str, start: int = 0
+    ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], concurrent.futures.Future[int]]]] | None:
+        """The next ``submit`` request and its items: the ops queued from position `start`, at
+        most `SUBMIT_BATCH` of them and `SUBMIT_BYTES` encoded (at least one), chained after
+        the op before them. Always under the controller's ``protocol.MAX_REQUEST_BYTES``."""
+        items = self.peek(SUBMIT_BATCH, start, SUBMIT_BYTES)
+        if not items:
+            return None
+        first, last = items[0][0]["op_id"][1], items[-1][0]["op_id"][1]
+        chain = {"origin": self.origin, "prev": first - 1, "last": last, "head": start == 0}
+        msg = {"k": "submit", "node": node_id, "chain": chain, "ops": [wire for wire, _ in items]}
+        return msg, items
+
+    def drop(self, count: int) -> None:
+        with self._lock:
+            for _ in range(count):
+                self._items.popleft()
+                self._sizes.popleft()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a reply to the oldest submit in flight means for the submitter."""
+
+    #: its ops were not acknowledged: send everything unacknowledged again, from the oldest
+    resend: bool
+    #: seconds to wait before that
+    delay: float = 0.0
+    #: the connection must say hello (again) first
+    hello: bool = False
+
+
+class SubmitterCore:
+    """The submitter's decisions over an `Outbox`: the shell sends what `next_submit` gives,
+    in order, keeps several in flight, and hands each reply back, oldest first."""
+
+    def __init__(self, outbox: Outbox, node_id: str) -> None:
+        self.outbox = outbox
+        self.node_id = node_id
+        #: ops from the head of the outbox that are in flight
+        self.sent = 0
+        self.backoff = BACKOFF_MIN
+
+    def next_submit(self) -> tuple[dict[str, Any], Items] | None:
+        """The next submit to send (after those in flight), or None."""
+        found = self.outbox.next_submit(self.node_id, self.sent)
+        if found is not None:
+            self.sent += len(found[1])
+        return found
+
+    @property
+    def more(self) -> bool:
+        """Whether ops were queued that are not in flight yet."""
+        return len(self.outbox) > self.sent
+
+    def on_reply(self, items: Items, reply: dict[str, Any] | None) -> Verdict:
+        """The reply to the oldest submit in flight (None: none came in time)."""
+        rule = reply.get("rule") if reply is not None else None
+        hello = rule in HELLO_RULES
+        if reply is not None and not (reply.get("k") == "error" and rule in RETRY_RULES):
+            self.backoff = BACKOFF_MIN
+            self.outbox.drop(len(items))
+            self.sent -= len(items)
+            settle_acks(items, reply)
+            return Verdict(resend=False, hello=hello)
+        if rule in _NO_WAIT:
+            return Verdict(resend=True, delay=0.0, hello=hello)
+        delay, self.backoff = self.backoff, min(self.backoff * 2, BACKOFF_MAX)
+        return Verdict(resend=True, delay=delay, hello=hello)
+
+    def on_late_reply(self, items: Items, reply: dict[str, Any] | None) -> None:
+        """A reply to a submit that was in flight behind a failed one: its acks count (its
+        ops are sent again all the same; the same op ids get the same seqs back)."""
+        if reply is not None and reply.get("k") == "acks":
+            settle_acks(items, reply)
+
+    def resend_from_oldest(self) -> None:
+        """After a failure, once nothing is in flight: start again from the oldest op."""
+        self.sent = 0
+
+
+def settle_acks(items: Items, reply: dict[str, Any]) -> None:
+    """Resolve the futures of a submit's ops from its reply (already resolved ones stay)."""
+    results = reply.get("results") if reply.get("k") == "acks" else None
+    if not isinstance(results, list) or len(results) != len(items):
+        results = [reply] * len(items)
+    for (_, fut), result in zip(items, results, strict=True):
+        if fut.done():
+            continue
+        if isinstance(result, dict) and isinstance(result.get("seq"), int):
+            fut.set_result(result["seq"])
+        else:
+            fut.set_exception(
+                OperationRefused(result if isinstance(result, dict) else {"error": repr(result)})
+            )

@@ -1,0 +1,74 @@
+"""The submitter's decisions (`SubmitterCore`), without sockets: what goes next, what a reply
+means, and how a failure makes the node send again from its oldest unacknowledged op."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import pytest
+
+from eventlog import ActionType, Operation, OperationType
+from replicas.outbox import BACKOFF_MIN, OperationRefused, Outbox, SubmitterCore
+
+
+def filled(count: int) -> tuple[SubmitterCore, list[concurrent.futures.Future[int]]]:
+    outbox = Outbox("n1", 100, "n1/abc")
+    futures = [
+        outbox.put(Operation(OperationType.STATUS, ActionType.UPDATE, "n1", "t", {"n": i}))
+        for i in range(count)
+    ]
+    return SubmitterCore(outbox, "n1"), futures
+
+
+def acks(first_seq: int, count: int) -> dict[str, object]:
+    return {"k": "acks", "results": [{"seq": first_seq + i} for i in range(count)], "head": 99}
+
+
+def test_submits_go_in_order_chained_and_acks_empty_the_outbox() -> None:
+    core, futures = filled(3)
+    msg, items = core.next_submit() or ({}, [])
+    assert msg["chain"] == {"origin": "n1/abc", "prev": 0, "last": 3, "head": True}
+    assert core.next_submit() is None and not core.more
+    verdict = core.on_reply(items, acks(10, 3))
+    assert not verdict.resend and len(core.outbox) == 0 and core.sent == 0
+    assert [f.result(0) for f in futures] == [10, 11, 12]
+
+
+def test_a_lost_reply_resends_from_the_oldest_after_a_growing_backoff() -> None:
+    core, _ = filled(2)
+    _, items = core.next_submit() or ({}, [])
+    first = core.on_reply(items, None)
+    assert first.resend and first.delay == BACKOFF_MIN and len(core.outbox) == 2
+    core.resend_from_oldest()
+    _, items = core.next_submit() or ({}, [])
+    second = core.on_reply(items, {"k": "error", "rule": "commit", "error": "disk"})
+    assert second.resend and second.delay == 2 * BACKOFF_MIN
+    core.resend_from_oldest()
+    _, items = core.next_submit() or ({}, [])
+    assert not core.on_reply(items, acks(1, 2)).resend and core.backoff == BACKOFF_MIN
+
+
+@pytest.mark.parametrize(("rule", "hello"), [("out-of-order", False), ("hello-first", True)])
+def test_the_controller_asking_for_a_resend_costs_no_wait(rule: str, hello: bool) -> None:
+    core, _ = filled(1)
+    _, items = core.next_submit() or ({}, [])
+    verdict = core.on_reply(items, {"k": "error", "rule": rule, "error": "again"})
+    assert verdict.resend and verdict.delay == 0 and verdict.hello is hello
+
+
+def test_a_refused_op_fails_its_future_and_later_replies_after_a_failure_still_count() -> None:
+    core, futures = filled(4)
+    _, first = core.next_submit() or ({}, [])
+    core.outbox.maxsize = 100
+    verdict = core.on_reply(first, {"k": "error", "rule": "stopping", "error": "stopping"})
+    assert verdict.resend
+    # a submit that was in flight behind it was acknowledged all the same
+    core.on_late_reply(first[2:], acks(7, 2))
+    assert [f.done() for f in futures] == [False, False, True, True]
+    core.resend_from_oldest()
+    _, items = core.next_submit() or ({}, [])
+    refused = {"error": "bad", "rule": "unknown-type"}
+    core.on_reply(items, {"k": "acks", "results": [{"seq": 5}, refused, {"seq": 7}, {"seq": 8}]})
+    with pytest.raises(OperationRefused, match="bad"):
+        futures[1].result(0)
+    assert futures[2].result(0) == 7
