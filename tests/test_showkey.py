@@ -23,23 +23,12 @@ from eventlog import ActionType, Operation, OperationType
 from replicas.client import ControllerClient, ControllerUnreachable
 from replicas.showkey import KeyFileError, ShowKey, diagnose, generate, secure
 from tests.cluster import ControllerThread, controller_thread, nodes, wait_for
+from tools.demo import free_port_pair
 
 
 def free_tcp_pair() -> str:
     """A loopback tcp:// address whose port and the next one (events) are both free."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port >= 65534:
-            continue
-        with socket.socket() as nxt:
-            try:
-                nxt.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return f"tcp://127.0.0.1:{port}"
-    raise AssertionError("no free pair of ports")
+    return f"tcp://127.0.0.1:{free_port_pair()}"
 
 
 @pytest.fixture(scope="module")
