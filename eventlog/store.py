@@ -740,15 +740,7 @@ class EventLog:
                 events.append(event)
                 seqs.append(head)
             if events:
-                state = self._state  # rebuilt by `_recover_after_failure` if this fails
-                reasons = [apply(state, event) for event in events]
-                conn.executemany(
-                    _INSERT_EVENTS,
-                    [_event_to_row(e, r) for e, r in zip(events, reasons, strict=True)],
-                )
-                if state.seq - self._last_snapshot_seq >= self.snapshot_every:
-                    self._write_snapshot(take(state, ts))
-                    snapped = True
+                reasons, snapped = self._write_events(events, ts)
             conn.execute("COMMIT")
         except BaseException:
             self._recover_after_failure()
@@ -757,6 +749,22 @@ class EventLog:
         if snapped:
             self._last_snapshot_seq = head
         return AppendResult(seqs, events, reasons)
+
+    def _write_events(self, events: Sequence[Event], ts: float) -> tuple[list[str | None], bool]:
+        """The one write path of both appends (inside the caller's transaction): fold the
+        events into the state (so each row records why it was a no-op), insert them, and
+        take a snapshot when one is due. Returns the reasons and whether it snapshotted. On
+        any failure the caller rolls back and `_recover_after_failure` rebuilds the state."""
+        state = self._state
+        assert state is not None
+        reasons = [apply(state, event) for event in events]
+        self._conn.executemany(
+            _INSERT_EVENTS, [_event_to_row(e, r) for e, r in zip(events, reasons, strict=True)]
+        )
+        if state.seq - self._last_snapshot_seq >= self.snapshot_every:
+            self._write_snapshot(take(state, ts))
+            return reasons, True
+        return reasons, False
 
     def _recover_after_failure(self) -> None:
         try:
@@ -818,17 +826,11 @@ class EventLog:
                 if event.seq != expected:
                     raise UsageError(f"event {event.seq} does not follow seq {expected - 1}")
                 expected += 1
-            state = self._state
             try:
                 with self._transaction():
-                    reasons = [apply(state, event) for event in events]
-                    self._conn.executemany(
-                        _INSERT_EVENTS,
-                        [_event_to_row(e, r) for e, r in zip(events, reasons, strict=True)],
-                    )
-                    if state.seq - self._last_snapshot_seq >= self.snapshot_every:
-                        self._write_snapshot(take(state, events[-1].ts))
-                        self._last_snapshot_seq = state.seq
+                    reasons, snapped = self._write_events(events, events[-1].ts)
+                    if snapped:
+                        self._last_snapshot_seq = events[-1].seq
             except sqlite3.DatabaseError as exc:
                 self._recover_after_failure()
                 raise _file_error(self.path, exc, self.role) from None
