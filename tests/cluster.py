@@ -103,7 +103,13 @@ def converged(address: str, ids: list[str]) -> bool:
 class Proc:
     """A `cuelog` subcommand in its own process, logging to a file."""
 
-    def __init__(self, folder: Path, name: str, args: list[str]) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        name: str,
+        args: list[str],
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
         self.logfile = folder / f"{name}.log"
         with open(self.logfile, "ab") as out:
@@ -112,6 +118,7 @@ class Proc:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                preexec_fn=preexec_fn,
             )
 
     def log_text(self) -> str:

@@ -52,20 +52,10 @@ class LimitedProc(Proc):
     write past it fails the way a full disk does; SIGXFSZ is ignored by Python)."""
 
     def __init__(self, folder: Path, name: str, args: list[str], fsize: int) -> None:
-        self.name = name
-        self.logfile = folder / f"{name}.log"
-
         def limit() -> None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, resource.RLIM_INFINITY))
 
-        with open(self.logfile, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tools.cli", *args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                preexec_fn=limit,
-            )
+        super().__init__(folder, name, args, preexec_fn=limit)
 
     def lift_limit(self) -> None:
         inf = resource.RLIM_INFINITY

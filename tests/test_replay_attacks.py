@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -125,11 +126,13 @@ def test_a_seek_while_playback_reads_never_commits_stale_events(
 
     log = small_show(tmp_path / "show.db")
     slow = {"on": False}
+    reading = threading.Event()
     original = EventLog.read
 
     def slow_read(self: EventLog, *args: Any, **kwargs: Any) -> Any:
         if slow["on"]:
-            time.sleep(0.3)
+            reading.set()
+            time.sleep(0.3)  # the fault: a slow disk, so a seek lands during the read
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(EventLog, "read", slow_read)
@@ -157,10 +160,13 @@ def test_a_seek_while_playback_reads_never_commits_stale_events(
         await playback.ready.wait()
         slow["on"] = True
         playback.play()
-        await asyncio.sleep(0.1)  # the read of seqs 9.. is in its thread now
+        # the read of seqs 9.. is in its thread now
+        assert await asyncio.to_thread(reading.wait, 10), "playback never read"
         playback.seek(3)
         slow["on"] = False
-        await asyncio.sleep(1.0)
+        finished = asyncio.create_task(playback.finished.wait())
+        await asyncio.wait({task, finished}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        finished.cancel()
         error = task.exception() if task.done() else None
         task.cancel()
         return error, view.state.seq, playback.position
