@@ -371,13 +371,13 @@ class Controller:
                 mono = time.monotonic()
                 prepared = core.prepare_submit(msg, pipe_id, mono)
                 chain = core.chain(msg, pipe_id)
-                return await self._submit(prepared, chain, mono)
+                return await self._submit_nowait(prepared, chain, mono)
             if kind == "fetch":
                 return await asyncio.to_thread(core.fetch, msg, now)
             if kind == "beat":
                 reply, ops = core.beat(msg, now, time.monotonic(), _pipe_id(pipe))
                 if ops:
-                    self._enqueue_nowait(core.internal(ops))
+                    self._submit_nowait(core.internal(ops))
                 node = protocol.node_id(msg)
                 info = core.nodes.get(node)
                 if (
@@ -398,7 +398,7 @@ class Controller:
                 reply = core.hello(msg, now, time.monotonic(), _pipe_id(pipe))
                 ops = core.take_ops()
                 if ops:  # a node restarted: its story goes into the log
-                    self._enqueue_nowait(core.internal(ops))
+                    self._submit_nowait(core.internal(ops))
                 return reply
             if kind == "status":
                 return self._with_problems(core.status(now, time.monotonic()))
@@ -439,9 +439,6 @@ class Controller:
             self._wake.set()
         return fut
 
-    async def _submit(self, prepared: Prepared, chain: Chain | None, mono: float) -> dict[str, Any]:
-        return await self._submit_nowait(prepared, chain, mono)
-
     def _answer(self, answers: Answers) -> None:
         """Deliver admission's decisions to the submitters waiting on them."""
         for token, reply in answers:
@@ -468,11 +465,8 @@ class Controller:
         finally:
             self._settling.discard(node)
 
-    def _enqueue_nowait(self, prepared: Prepared) -> asyncio.Future[dict[str, Any]]:
-        return self._submit_nowait(prepared)
-
     async def enqueue(self, prepared: Prepared) -> dict[str, Any]:
-        return await self._enqueue_nowait(prepared)
+        return await self._submit_nowait(prepared)
 
     def status(self) -> dict[str, Any]:
         """What ``cuelog status --json`` shows: head, digest, every node's lag and match."""
@@ -685,7 +679,7 @@ class Controller:
                 core.stalled(late, now)
             ops = core.tick(now)
             if ops:
-                self._enqueue_nowait(core.internal(ops))
+                self._submit_nowait(core.internal(ops))
 
 
 def beyond_loopback(address: str) -> bool:

@@ -20,8 +20,7 @@ from typing import Any, Final
 
 from eventlog import CuelogError, Operation, ValidationError, dumps, validate_operation
 from replicas import protocol
-from replicas.protocol import Rule
-from replicas.replica import HELLO_RULES
+from replicas.protocol import HELLO_RULES, Rule
 
 SUBMIT_BATCH: Final = 1000
 #: most encoded bytes of ops in one submit (each op measured exactly when queued; a submit

@@ -146,6 +146,10 @@ class Rule(StrEnum):
     STATE_GONE = "state-gone"
 
 
+#: error rules that mean the connection must say hello (again) before anything else
+HELLO_RULES: Final = frozenset({Rule.ID_IN_USE, Rule.HELLO_FIRST, Rule.ORIGIN_IN_USE})
+
+
 def new_origin(node: str) -> tuple[str, str]:
     """A fresh op-id origin for a process speaking as `node`, and the secret that proves it:
     ``(origin, secret)``. The origin is ``<node>/<16 hex>``, a hash of the secret: every event

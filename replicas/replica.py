@@ -33,6 +33,7 @@ from eventlog import (
     restore,
 )
 from replicas.protocol import (
+    HELLO_RULES,
     MAX_FRAME_EVENTS,
     ProtocolError,
     Rule,
@@ -44,8 +45,6 @@ from replicas.protocol import (
 log = logging.getLogger("cuelog.replica")
 
 DEFAULT_MAX_PENDING: Final = 50_000
-#: error rules that mean the connection must say hello (again) before anything else
-HELLO_RULES: Final = frozenset({Rule.ID_IN_USE, Rule.HELLO_FIRST, Rule.ORIGIN_IN_USE})
 #: beats in a row without an answer after which the node says hello again
 MISSED_BEATS: Final = 2
 DEFAULT_MAX_COMMAND_AGE: Final = 2.0
