@@ -93,10 +93,12 @@ def _walk(
 
 
 def _segment(path: str, start: int, end: int) -> _Segment:
-    """Walk seqs ``start+1..end`` of the file at `path` from its stored snapshot at `start`
-    (run in a worker process)."""
+    """Walk seqs ``start+1..end`` of the file at `path` from its stored snapshot at `start`,
+    or from nothing when `start` is 0 (run in a worker process)."""
     with EventLog.open(path, readonly=True, pin=True) as elog:
         snaps = {seq: dig for seq, _, dig in elog.snapshots() if start < seq <= end}
+        if start == 0:
+            return _walk(elog, start, end, State(), snaps)
         snap = elog.latest_snapshot(start)
         if snap is None or snap.seq != start:
             return _Segment([(start, f"the snapshot at seq {start} is gone")], start, "", 0)
@@ -192,23 +194,10 @@ def _parallel(
     """Every segment in a pool of `workers` processes; the first one folds from the start of
     the file, the others from the stored snapshot at their start."""
     results: dict[int, _Segment] = {}
-    first = bounds[0][0]
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {
-            pool.submit(_first_segment if a == first else _segment, elog.path, a, b): a
-            for a, b in bounds
-        }
+        futures = {pool.submit(_segment, elog.path, a, b): a for a, b in bounds}
         for future in concurrent.futures.as_completed(futures):
             segment = future.result()
             results[futures[future]] = segment
             bar.update(segment.events)
     return [results[a] for a, _ in bounds]
-
-
-def _first_segment(path: str, start: int, end: int) -> _Segment:
-    """The first segment: from the start of the file (its base snapshot, or nothing)."""
-    with EventLog.open(path, readonly=True, pin=True) as elog:
-        snaps = {seq: dig for seq, _, dig in elog.snapshots() if start < seq <= end}
-        base = elog.latest_snapshot(start) if start else None
-        state = restore(base) if base is not None else State()
-        return _walk(elog, start, end, state, snaps)
