@@ -410,7 +410,9 @@ class ControllerCore:
         head = self.elog.head
         # the controller's own submitters (the UI gateway) learn whether the reducer
         # accepted each op (a refused GO is appended, and answered as refused)
-        reasons = dict(zip((e.seq for e in result.events), result.reasons, strict=True))
+        reasons: dict[int, str | None] = {}
+        if any(prepared.node == CONTROLLER for prepared in batch):
+            reasons = dict(zip((e.seq for e in result.events), result.reasons, strict=True))
         for prepared in batch:
             results: list[dict[str, Any]] = []
             for err in prepared.errors:
