@@ -4,7 +4,8 @@ Every line carries the node id and, where the message is about an event, its seq
 
     08:41:02.113 INFO  node=ctl     seq=1042  cuelog.sequencer: committed 17 events
 
-Library code passes them as ``extra={"node": ..., "seq": ...}``; lines without them show the
+Library code logs through ``eventlog.logctx.ComponentLog`` (node id per component, ``seq=`` per
+line); lines without them show the
 process's own node id and ``-``.
 """
 
