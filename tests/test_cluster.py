@@ -265,7 +265,7 @@ def test_client_submit_and_state(tmp_path: Path) -> None:
 def test_a_fresh_node_catches_up_a_long_log_by_tail_or_snapshot(
     tmp_path: Path, tail_limit: int
 ) -> None:
-    from tools.bench_data import build_big_log
+    from tools.bench.data import build_big_log
 
     build_big_log(tmp_path / "ctl.db", 12_345, snapshot_every=1000)
     addr = ipc_address(tmp_path)

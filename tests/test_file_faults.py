@@ -28,7 +28,7 @@ import pytest
 from eventlog import ActionType, CuelogError, EventLog, Operation, OperationType, digest
 from replicas.client import ControllerClient
 from tests.cluster import Proc, converged, ipc_address, status, wait_for
-from tools import bench_data
+from tools.bench import data as bench_data
 
 ROOT = Path(__file__).resolve().parent.parent
 

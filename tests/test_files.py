@@ -32,7 +32,8 @@ from eventlog import (
 )
 from replicas.replica_file import ReplicaFile
 from tests.helpers import show_op
-from tools import bench_data, cli, rebuild
+from tools import cli, rebuild
+from tools.bench import data as bench_data
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -436,7 +436,7 @@ def test_parallel_verify_agrees_with_the_walk_and_finds_damage_in_any_segment(
 ) -> None:
     """Big logs are verified in segments on every core: same digest as one walk, and damage
     in a late segment (an invalid op, a snapshot whose state was altered) is found."""
-    from tools.bench_replay import build_show
+    from tools.bench.data import build_show
     from tools.verify import verify_log
 
     db = tmp_path / "big.db"
