@@ -167,7 +167,7 @@ SECTIONS: Final = (
             Row(
                 "  resyncs / drops",
                 lambda gw: f"{gw.get('server_resyncs', 0)} / {gw.get('server_drops', 0)}",
-                target=Target("==", 0, key=_resyncs_drops),
+                target=Target("==", 0, key=_resyncs_drops, shown="0 / 0"),
             ),
         ),
     ),
@@ -338,7 +338,7 @@ def _where_time_goes(figures: Figures, missed: list[str]) -> Iterator[str]:
         yield (
             f"note: with the {dump['cues']:,}-cue show loaded a command's durable reply takes "
             f"{big['p50_ms']:.2f} ms (p50), its commit {_num(commit.get('p50_ms'), '.2f')}; "
-            f"a digest of the whole state takes {_num(dump.get('state_digest_ms'), '.2f')} ms "
+            f"a digest of the whole state takes {_num(dump.get('state_digest_ms'), '.2f')} "
             "at this size (done after the answers, between commits)."
         )
     lat, floor = figures.get("latency", {}), figures.get("floor", {})

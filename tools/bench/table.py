@@ -68,9 +68,13 @@ class Target:
     key: str | Callable[[Figures], Any] = ""
     #: the target applies only to the items for which this says True
     applies: Callable[[Figures], bool] | None = None
+    #: what the target column says, when not ``<op> <limit><unit>``
+    shown: str = ""
 
     @property
     def text(self) -> str:
+        if self.shown:
+            return self.shown
         shown = str(self.limit) if isinstance(self.limit, bool) else f"{self.limit:,g}"
         op = "" if self.op == "==" else f"{self.op} "
         return f"{op}{shown}{self.unit}"
