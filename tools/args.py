@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import threading
@@ -13,10 +12,14 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Final
 
 from eventlog import ValidationError, check_node_id
+from eventlog.logctx import ComponentLog
 from replicas import protocol
 from replicas.showkey import KEY_ENV, KeyFileError, ShowKey, load_optional, secure
 
-log = logging.getLogger("cuelog")
+log = ComponentLog("cuelog")
+
+#: the fastest a recorded show is played back (`replay serve --speed`, ``/replay/speed``)
+MAX_SPEED: Final = 1000.0
 
 
 def address(text: str) -> str:
@@ -76,6 +79,25 @@ def networks(text: str) -> tuple[Any, ...]:
 
     try:
         return parse_networks(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def check_speed(value: float) -> float:
+    """A playback speed: above 0 and at most `MAX_SPEED` (1 is real time); else ValueError."""
+    if not 0 < value <= MAX_SPEED:
+        raise ValueError(f"the speed must be above 0 and at most {MAX_SPEED:g}, not {value}")
+    return float(value)
+
+
+def speed(text: str) -> float:
+    """A playback speed (see `check_speed`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    try:
+        return check_speed(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -26,13 +26,15 @@ from typing import Any
 
 from websockets.sync.client import connect
 
-from eventlog import ActionType, CuelogError, EventLog, Operation, OperationType, State, apply
+from eventlog import ActionType, CuelogError, Operation, OperationType
 from eventlog.state import CueStatus
 from gateway import osc
 from replicas.client import ControllerClient, ControllerUnreachable
 from replicas.showkey import KEY_ENV, load_optional
 from tools import args as types
-from tools import story, timeline
+from tools import timeline
+from tools.reading import read_log
+from tools.show import read_show
 from tools.status import render
 
 #: the node id the demo's scripted operator submits its commands as
@@ -344,11 +346,16 @@ def play(cluster: Cluster, folder: Path, duration: float) -> int:
         ok = all(info["digest_match"] for info in final["nodes"].values())
         print("every digest matches the controller's log" if ok else "DIGESTS DIFFER")
         db = folder / "controller.db"
-        for seq, what, reason in refused_commands(db):
-            print(f"refused, recorded, never fired: seq {seq} {what} ({reason})")
+        with read_log(db) as elog:
+            show = read_show(elog)
+        for mark in show.markers:
+            if mark.refused is not None:
+                print(
+                    f"refused, recorded, never fired: seq {mark.seq} {mark.command} "
+                    f"({mark.refused})"
+                )
         picture = folder / "timeline.html"
-        with EventLog.open(db, readonly=True, pin=True) as elog:
-            timeline.write(story.read_show(elog), picture, "cuelog demo show")
+        timeline.write(show, picture, "cuelog demo show")
         replay, cuelog = _command_name("replay"), _command_name("cuelog")
         print("\nthe story of the show (the log alone tells it; run these any time):")
         print(f"  {replay} info {db}              # nodes, restarts, commands, integrity")
@@ -397,18 +404,6 @@ def ui_go(url: str) -> str:
                 if msg.address == "/reply/engine/command/go":
                     return str(msg.args[0])
     raise CuelogError("demo: the gateway did not answer the GO")
-
-
-def refused_commands(db: Path) -> list[tuple[int, str, str]]:
-    """Commands the reducer refused, read back from the log file."""
-    found: list[tuple[int, str, str]] = []
-    with EventLog.open(db, readonly=True) as elog:
-        state = State()
-        for event in elog.iter_events():
-            reason = apply(state, event)
-            if reason is not None and event.op.type is OperationType.COMMAND:
-                found.append((event.seq, event.op.target, reason))
-    return found
 
 
 def _caught_up(status: dict[str, Any], node: str) -> bool:

@@ -28,6 +28,7 @@ from typing import Any
 
 from eventlog import CuelogError, EventLog, LogFileError, UsageError, digest
 from eventlog.lockfile import WriterLock
+from tools.reading import read_log
 from tools.verify import Verdict, verify_log
 
 _SIDE = ("", "-wal", "-shm")
@@ -62,7 +63,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _verify(path: str) -> Verdict:
-    with EventLog.open(path, readonly=True, pin=True) as elog:
+    with read_log(path) as elog:
         verdict = verify_log(elog)
     if verdict.problems:
         more = f" (and {len(verdict.problems) - 1} more)" if len(verdict.problems) > 1 else ""
@@ -76,7 +77,7 @@ def _agree(best: str, best_verdict: Verdict, other: str, verdict: Verdict) -> No
         if verdict.digest != best_verdict.digest:
             raise LogFileError(other, f"diverges from {best} at seq {verdict.head}")
         return
-    with EventLog.open(best, readonly=True, pin=True) as elog:
+    with read_log(best) as elog:
         if verdict.head < elog.base_seq:
             return  # the furthest replica starts after it: nothing to compare
         ours = digest(elog.state_at(verdict.head))

@@ -7,27 +7,36 @@ steered over OSC by any client allowed to control (``/replay/pause``, ``/replay/
 ``/replay/seek <seq|time>``, ``/replay/speed <x>``); its position is published as
 ``/replay/position``, ``/replay/speed``, ``/replay/paused`` and ``/replay/end``. Commands from
 UIs are refused: the show already happened.
+
+`cmd_serve` is the subcommand: it finds the points to play from and to, and runs `serve` until
+a stop signal.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import logging
+import contextlib
 import math
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 from eventlog import CuelogError, Event, EventLog, Operation, State, UsageError
+from eventlog.logctx import ComponentLog
 from gateway.osc import OscMsg
 from gateway.server import Gateway
 from gateway.session import Session
+from tools import args as types
+from tools.reading import read_log, show_zone
+from tools.replay_points import seq_of
 
-log = logging.getLogger("cuelog.replay")
+log = ComponentLog("cuelog.replay", node="replay")
 
 #: what a UI's command gets in replay mode
 READ_ONLY: Final = "this is a replay of a recorded show: commands are refused"
-MAX_SPEED: Final = 1000.0
 #: events read from the file at a time
 CHUNK: Final = 500
 
@@ -61,12 +70,12 @@ class Playback:
         speed: float = 1.0,
         start: int = 0,
         end: int | None = None,
-        seek_parser: Any = None,
+        seek_parser: Callable[[str, EventLog], int] | None = None,
     ) -> None:
         self.path = str(path)
         self.listeners: list[Any] = []  # `Viewer`s: the gateway adds itself
         self.ready = asyncio.Event()
-        self.speed = _check_speed(speed)
+        self.speed = types.check_speed(speed)
         self.start = start
         self.end = end
         self.paused = False
@@ -74,7 +83,7 @@ class Playback:
         self.position = start
         self.log_id = ""
         self.finished = asyncio.Event()
-        #: turns a seek argument (a time) into a seq (`tools.replay.seq_of`)
+        #: turns a seek argument (a time) into a seq (`tools.replay_points.seq_of`)
         self.seek_parser = seek_parser
         self._elog: EventLog | None = None
         self._wake = asyncio.Event()
@@ -134,7 +143,7 @@ class Playback:
         self._changed()
 
     def set_speed(self, speed: float) -> None:
-        self.speed = _check_speed(speed)
+        self.speed = types.check_speed(speed)
         self._changed()
 
     def seek(self, seq: int) -> None:
@@ -150,7 +159,7 @@ class Playback:
             viewer.rewind(state.copy())
         self.finished.clear()
         self._changed()
-        log.info("replay: seek to seq %d", seq, extra={"node": "replay", "seq": seq})
+        log.info("replay: seek to seq %d", seq, seq=seq)
 
     async def on_osc(self, session: Session, msg: OscMsg, gateway: Gateway) -> None:
         """``/replay/...`` from a UI; anything else is not an address of the replay."""
@@ -194,8 +203,7 @@ class Playback:
                 raise UsageError("seek to a seq or a time")
             return int(value)
         if isinstance(value, str) and self.seek_parser is not None and self._elog is not None:
-            seq: int = self.seek_parser(value, self._elog)
-            return seq
+            return self.seek_parser(value, self._elog)
         raise UsageError("seek to a seq or a time")
 
     # ------------------------------------------------------------------ playing
@@ -223,7 +231,7 @@ class Playback:
                 start,
                 self.end_seq,
                 self.speed,
-                extra={"node": "replay", "seq": start},
+                seq=start,
             )
             await self._play(elog)
         finally:
@@ -238,7 +246,7 @@ class Playback:
                     log.info(
                         "replay reached seq %d (the end); seek to play again",
                         self.position,
-                        extra={"node": "replay", "seq": self.position},
+                        seq=self.position,
                     )
                 pending = []
                 self._wake.clear()
@@ -290,12 +298,6 @@ class Playback:
             self._task.cancel()
 
 
-def _check_speed(speed: float) -> float:
-    if not 0 < speed <= MAX_SPEED:
-        raise UsageError(f"the speed must be above 0 and at most {MAX_SPEED:g}, not {speed}")
-    return float(speed)
-
-
 async def serve(playback: Playback, host: str, port: int) -> None:
     """Run `playback` behind a read-only gateway on ``host:port`` until cancelled."""
     gateway = ReplayGateway(playback, host, port)  # registers itself as a listener
@@ -309,4 +311,42 @@ async def serve(playback: Playback, host: str, port: int) -> None:
         tasks.create_task(gateway.run())
 
 
-__all__ = ["READ_ONLY", "Playback", "ReplayGateway", "serve"]
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``replay serve``: play the log from ``--from`` to ``--to`` until a stop signal."""
+    if args.ws is None:
+        raise UsageError("replay serve needs --ws HOST:PORT")
+    with read_log(args.log) as elog:
+        tz, tz_name = show_zone(elog, args.utc)
+        start = seq_of(args.from_, elog, tz) if args.from_ else elog.base_seq
+        end = seq_of(args.to, elog, tz) if args.to else None
+        if end is not None and end < start:
+            raise UsageError(f"--to (seq {end}) is before --from (seq {start})")
+    host, port = args.ws
+    playback = Playback(
+        args.log,
+        speed=args.speed,
+        start=start,
+        end=end,
+        seek_parser=lambda text, log: seq_of(text, log, tz),
+    )
+    print(
+        f"replaying {args.log} at {args.speed:g}x (times in {tz_name}): UIs on "
+        f"ws://{host}:{port}/realtime, status page http://{host}:{port}/ ; "
+        "controls: /replay/pause, /replay/play, /replay/seek <seq|time>, /replay/speed <x>",
+        file=sys.stderr,
+    )
+    task: list[asyncio.Task[None]] = []
+
+    async def main() -> None:
+        task.append(asyncio.ensure_future(serve(playback, host, port)))
+        with contextlib.suppress(asyncio.CancelledError):
+            await task[0]
+
+    def stop() -> None:
+        if task:
+            task[0].cancel()
+
+    return types.run_until_signal(main, stop)
+
+
+__all__ = ["READ_ONLY", "Playback", "ReplayGateway", "cmd_serve", "serve"]

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from tools.story import OUTCOMES, CueRun, NodeLife, Show, clock, duration
+from tools.formats import clock, duration
+from tools.reading import atomic_output
+from tools.show import OUTCOMES, CueRun, NodeLife, Show
 
 Scale = Callable[[float], float]
 
@@ -277,10 +278,6 @@ def write(show: Show, path: str | Path, title: str) -> Path:
         )
     else:
         text = '<?xml version="1.0" encoding="UTF-8"?>\n' + svg + "\n"
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_output(path) as out:
+        out.write(text)
     return path
