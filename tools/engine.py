@@ -13,21 +13,22 @@ a loaded show from the replica, puts its pointer back on the show's ``nextcue`` 
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import Any
 
 from eventlog import State
+from eventlog.logctx import ComponentLog
 from replicas import NodeCommunications
 
-log = logging.getLogger("cuelog.engine")
+log = ComponentLog("cuelog.engine")
 
 
 class SimulatedEngine:
     def __init__(self, comms: NodeCommunications) -> None:
         self.comms = comms
         self.node_id = comms.node_id
+        self.log = log.for_node(self.node_id)
         self.cues: list[dict[str, Any]] = []
         self.pointer = 0
         self._stop_playing = threading.Event()
@@ -50,13 +51,13 @@ class SimulatedEngine:
         for player in ["audiomixer_0", *(f"audioplayer_{cue}" for cue in mine)]:
             if player not in players:
                 self.comms.add_player(player)
-        log.info(
+        self.log.info(
             "%s with show %r loaded: reloaded %d cues, next %r; re-arming",
             why,
             state.engine.get("load"),
             len(self.cues),
             self.cues[self.pointer]["id"] if self.pointer < len(self.cues) else "",
-            extra=self._extra(),
+            seq=self.comms.applied_seq,
         )
         self.comms.send_status("armed_ready", {"armed": "yes"})
 
@@ -66,9 +67,6 @@ class SimulatedEngine:
         nextcue = state.engine.get("nextcue", "")
         ids = [c["id"] for c in self.cues]
         self.pointer = ids.index(nextcue) if nextcue in ids else 0
-
-    def _extra(self) -> dict[str, Any]:
-        return {"node": self.node_id, "seq": self.comms.applied_seq}
 
     def on_command(self, name: str, value: Any, address: str) -> None:
         if name == "load":
@@ -112,7 +110,7 @@ class SimulatedEngine:
             ):
                 self.pointer += 1  # a disabled cue is skipped
             if self.pointer >= len(self.cues):
-                log.info("GO: no cue left", extra=self._extra())
+                self.log.info("GO: no cue left", seq=self.comms.applied_seq)
                 return
             cue = self.cues[self.pointer]
             self.pointer += 1
@@ -157,7 +155,7 @@ class SimulatedEngine:
         cue_id = cue["id"]
         seconds = float(cue.get("seconds", 2.0))
         self._stop_playing.clear()
-        log.info("playing %s for %.1f s", cue_id, seconds, extra=self._extra())
+        self.log.info("playing %s for %.1f s", cue_id, seconds, seq=self.comms.applied_seq)
         self.comms.add_cue(cue_id, str(int(cue.get("offset", 0))))
         steps = max(1, int(seconds * 4))
         for i in range(1, steps):

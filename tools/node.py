@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import Any
 
 from eventlog import EventLog
+from eventlog.logctx import ComponentLog
 from replicas import NodeCommunications
 from tools import args as types
 from tools.engine import SimulatedEngine
 
-log = logging.getLogger("cuelog.node")
+log = ComponentLog("cuelog.node")
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -52,10 +52,9 @@ def run(args: argparse.Namespace) -> int:
         comms.set_command_callback(engine.on_command)
         comms.set_restore_callback(engine.on_restore)
     else:
+        node_log = log.for_node(args.id)
         comms.set_command_callback(
-            lambda name, value, address: log.info(
-                "command %s = %r (%s)", name, value, address, extra={"node": args.id}
-            )
+            lambda name, value, address: node_log.info("command %s = %r (%s)", name, value, address)
         )
     replica = comms.replica
     return types.run_until_signal(replica.run, replica.stop)
