@@ -1,46 +1,46 @@
-"""The gateway's shell: a websockets server around `GatewayCore`, inside the controller.
+"""The gateway's asyncio shell: a websockets server that feeds `GatewayCore` and drains it.
 
-One port serves both WebSocket upgrades (on ``/`` and ``/realtime``, ``?since=<seq>`` allowed)
-and plain HTTP: ``GET /`` is the status page, ``GET /state`` and ``GET /cluster`` are JSON;
-any other path is a 404. The gateway is a `CommitListener` of the controller, so it sees every
-committed batch on the controller's event loop before any submitter is answered: no extra hop,
-and a command's reply can say whether the reducer accepted it.
+Every decision is the core's (`gateway.session`: what a client is sent and what its messages
+mean; `gateway.dump`: what a (re)connecting client is sent first) or the HTTP routes'
+(`gateway.pages`); this module only moves bytes and time:
 
-Each client has a writer task that drains its session a chunk at a time (a 10,000-cue dump
-yields to the loop between chunks); a client that cannot keep up is resynced or dropped by
-the core, and a dropped client's connection is aborted (no close handshake: upstream's UI
-reconnects only after an error). When the controller stops, every client is aborted likewise.
+- The gateway is a `CommitListener` of its source (a `replicas.Controller`, or a recorded show
+  played back), so it sees every committed batch on the source's event loop before any
+  submitter is answered: no extra hop, and a command's reply can say whether the reducer
+  accepted it. Each batch goes to `GatewayCore.on_events`.
+- One port serves both WebSocket upgrades and plain HTTP (`StatusPages.respond`).
+- Each client has a reader (frames -> `GatewayCore.on_frame`, effects carried out) and a
+  writer task that drains its session a chunk at a time (a 10,000-cue dump yields to the loop
+  between chunks). A client the core dropped is aborted (no close handshake: upstream's UI
+  reconnects only after an error); so is every client when the gateway stops.
+- Timers: held values every `TIMER` seconds (`on_timer`); each `SLOW_TICK` the source's
+  status (`on_status`: node lag) and the head seq (`tick_seq`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import importlib.resources
-import logging
 import resource
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
-from urllib.parse import parse_qs, urlsplit
 
-import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from eventlog import CuelogError, Event, Operation, State, digest
+from eventlog import CuelogError, Event, Operation, State
+from eventlog.logctx import ComponentLog
 from gateway.osc import MAX_FRAME_BYTES, OscMsg
-from gateway.session import GatewayCore, Handle, Policy, Session, Submit, node_values
+from gateway.pages import StatusPages, resume_point
+from gateway.session import NODE_ID, GatewayCore, Handle, Policy, Session, Submit
 from gateway.view import StatusView
 from replicas.controller import CommitListener
 
-log = logging.getLogger("cuelog.gateway")
+log = ComponentLog("cuelog.gateway")
 
 DEFAULT_WS: Final = "127.0.0.1:9190"
-WS_PATHS: Final = frozenset({"/", "/realtime"})
 PING_INTERVAL: Final = 20.0
 PING_TIMEOUT: Final = 20.0
 #: frames a writer sends before it yields to the loop
@@ -49,9 +49,6 @@ CHUNK: Final = 256
 TIMER: Final = 0.05
 #: how often lag and the head seq are told
 SLOW_TICK: Final = 1.0
-#: most concurrent clients; more are refused with HTTP 503 (well under the usual 1024 open
-#: files, so nodes can always connect)
-MAX_CLIENTS: Final = 256
 #: frames read from one client between two yields to the loop (and after any bigger frame)
 YIELD_EVERY: Final = 32
 YIELD_SIZE: Final = 4096
@@ -59,8 +56,6 @@ YIELD_SIZE: Final = 4096
 OPEN_TIMEOUT: Final = 5.0
 #: a client that cannot take one chunk of frames in this many seconds is dropped
 WRITE_STALL: Final = 20.0
-#: GET /state is served from a copy at most this old (seconds) while the state changes
-STATE_CACHE: Final = 0.1
 #: commands one client may have waiting for their commit
 MAX_IN_FLIGHT: Final = 256
 
@@ -92,10 +87,6 @@ def raise_open_files() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(target, 1 << 20), hard))
 
 
-def _status_page() -> bytes:
-    return importlib.resources.files("gateway").joinpath("static/status.html").read_bytes()
-
-
 class CommitSource(Protocol):
     """What the gateway serves: a `replicas.Controller`, or a recorded show played back
     (`tools.replay_serve`). It feeds its ``listeners`` the commit stream."""
@@ -125,18 +116,19 @@ class Gateway:
         self.port = port
         self.policy = policy or Policy()
         self.core: GatewayCore | None = None
+        self.pages = StatusPages(self.policy, controller.status)
         self.ready = asyncio.Event()
         self.bound_port: int | None = None
         #: application handlers for OSC messages that are not commands (``gateway.compat``)
         self.on_osc: OscHandler | None = None
         #: called with each new connection once its first output is queued
         self.on_connect: Callable[[ServerConnection], Awaitable[None] | None] | None = None
+        self.log = log.for_node(NODE_ID)
         self._wakers: dict[int, asyncio.Event] = {}
         self._connections: dict[int, ServerConnection] = {}
         self._server: Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._state_cache: tuple[int, float, bytes] | None = None
         controller.listeners.append(self)
 
     # ------------------------------------------------------------------ commit stream
@@ -150,20 +142,16 @@ class Gateway:
         self.core = core
 
     def on_commit(self, events: list[Event], reasons: list[str | None]) -> None:
-        core = self.core
-        if core is None:
-            return
-        core.on_events(events, time.monotonic())
-        self._wake_all()
+        if self.core is not None:
+            self.core.on_events(events, time.monotonic())
+            self._wake_all()
 
     def rewind(self, state: State) -> None:
         """Show `state` instead of what was folded so far (a replay seeking back): every
         client gets a full dump of it, and the stream goes on from its seq."""
-        core = self.core
-        if core is None:
-            return
-        core.reset_view(StatusView(state), time.monotonic())
-        self._wake_all()
+        if self.core is not None:
+            self.core.reset_view(StatusView(state), time.monotonic())
+            self._wake_all()
 
     def _wake_all(self) -> None:
         core = self.core
@@ -173,9 +161,12 @@ class Gateway:
             if session.dropped is not None:
                 self._abort(number)
             elif session.queue:
-                waker = self._wakers.get(number)
-                if waker is not None:
-                    waker.set()
+                self._wake(number)
+
+    def _wake(self, number: int) -> None:
+        waker = self._wakers.get(number)
+        if waker is not None:
+            waker.set()
 
     def _abort(self, number: int) -> None:
         conn = self._connections.get(number)
@@ -210,13 +201,13 @@ class Gateway:
         self._server = server
         sockets = list(server.sockets)
         self.bound_port = int(sockets[0].getsockname()[1]) if sockets else self.port
-        log.info(
+        self.log.info(
             "gateway serving UIs on ws://%s:%d/realtime, status page http://%s:%d/",
             self.host,
             self.bound_port,
             self.host,
             self.bound_port,
-            extra={"node": "gateway", "seq": self.core.seq if self.core else "-"},
+            seq=self.core.seq if self.core else None,
         )
         self.ready.set()
         try:
@@ -236,7 +227,7 @@ class Gateway:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
                     await server.wait_closed()
-            log.info("gateway stopped; every UI was dropped", extra={"node": "gateway", "seq": "-"})
+            self.log.info("gateway stopped; every UI was dropped")
 
     def stop(self) -> None:
         if self._task is not None:
@@ -245,13 +236,9 @@ class Gateway:
     async def _timer(self) -> None:
         while True:
             await asyncio.sleep(TIMER)
-            core = self.core
-            if core is None:
-                continue
-            for session in core.on_timer(time.monotonic()):
-                waker = self._wakers.get(session.number)
-                if waker is not None:
-                    waker.set()
+            if self.core is not None:
+                for session in self.core.on_timer(time.monotonic()):
+                    self._wake(session.number)
 
     async def _slow_ticks(self) -> None:
         while True:
@@ -260,99 +247,33 @@ class Gateway:
             if core is None:
                 continue
             with contextlib.suppress(CuelogError):
-                status = self.controller.status()
-                extra = node_values(status["nodes"], status["head_seq"])
-                extra.update(status.get("osc", {}))  # a source's own values (replay position)
-                core.set_extra(extra, time.monotonic())
+                core.on_status(self.controller.status(), time.monotonic())
             core.tick_seq()
             self._wake_all()
 
-    # ------------------------------------------------------------------ HTTP
-
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
-        upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
-        if upgrade:
-            if path not in WS_PATHS:
-                return _response(404, b"no WebSocket here: use / or /realtime\n", "text/plain")
-            if self.core is None or len(self._connections) >= MAX_CLIENTS:
-                return _response(503, b"the gateway is full or not ready\n", "text/plain")
-            return None
-        if path == "/":
-            return _response(200, _status_page(), "text/html; charset=utf-8")
-        if path in ("/state", "/cluster") and not self._may_read(conn, request):
-            return _response(
-                403,
-                b"this gateway is private: add ?passcode=... or connect from an allowed network\n",
-                "text/plain",
-            )
-        if path == "/state":
-            return _response(200, self.state_json(), "application/json")
-        if path == "/cluster":
-            try:
-                body = orjson.dumps(self.controller.status())
-            except CuelogError as exc:
-                return _response(503, f"{exc}\n".encode(), "text/plain")
-            return _response(200, body, "application/json")
-        if path == "/favicon.ico":
-            return _response(204, b"", "text/plain")
-        return _response(
-            404, b"not found: try /, /state, /cluster or ws://.../realtime\n", "text/plain"
+        return self.pages.respond(
+            request, _host(conn), self.core, len(self._connections), time.monotonic()
         )
-
-    def _may_read(self, conn: ServerConnection, request: Request) -> bool:
-        """Whether an HTTP client may read the state (always, unless ``--private``)."""
-        policy = self.policy
-        if not policy.private or policy.controls(_host(conn)):
-            return True
-        given = parse_qs(urlsplit(request.path).query).get("passcode", [""])[0]
-        return policy.passcode is not None and hmac.compare_digest(
-            given.encode(), policy.passcode.encode()
-        )
-
-    def state_json(self) -> bytes:
-        """``GET /state``: the state at one seq. Cached per seq, and for `STATE_CACHE` seconds
-        while it changes (encoding a big show costs milliseconds on the loop)."""
-        core = self.core
-        if core is None:
-            return b"{}"
-        state = core.view.state
-        now = time.monotonic()
-        cached = self._state_cache
-        if cached is not None and (cached[0] == state.seq or now - cached[1] < STATE_CACHE):
-            return cached[2]
-        body = orjson.dumps(
-            {
-                "log_id": core.log_id,
-                "seq": state.seq,
-                "digest": digest(state),
-                "state": state.to_dict(),
-            }
-        )
-        self._state_cache = (state.seq, now, body)
-        return body
 
     # ------------------------------------------------------------------ one client
 
     async def _handler(self, conn: ServerConnection) -> None:
         core = self.core
         assert core is not None
-        peer = _host(conn)
-        query = parse_qs(urlsplit(conn.request.path if conn.request else "").query)
-        since = _int(query.get("since", [None])[0])
-        their_log = query.get("log", [None])[0]
-        session = core.connect(peer, since, their_log)
+        since, their_log = resume_point(conn.request.path if conn.request else "")
+        session = core.connect(_host(conn), since, their_log)
         number = session.number
         waker = asyncio.Event()
         waker.set()
         self._wakers[number] = waker
         self._connections[number] = conn
-        log.info(
+        self.log.info(
             "%s connected%s (%s)",
             session.name,
             f" resuming from seq {since}" if since is not None else "",
             "control" if session.control else "watch only",
-            extra={"node": "gateway", "seq": core.seq},
+            seq=core.seq,
         )
         if self.on_connect is not None:
             with contextlib.suppress(Exception):
@@ -361,31 +282,7 @@ class Gateway:
                     await result
         writer = asyncio.create_task(self._writer(conn, session, waker))
         try:
-            handled = 0
-            async for message in conn:
-                handled += 1
-                size = len(message)
-                if handled % YIELD_EVERY == 0 or size > YIELD_SIZE:
-                    await asyncio.sleep(0)  # a burst of frames must not hold the loop
-                if not core.admit_frame(session, time.monotonic(), size):
-                    break  # flooding: dropped (the writer aborts the connection)
-                if isinstance(message, str):
-                    continue  # text frames are ignored, as upstream does
-                effects = core.on_frame(session, message, time.monotonic())
-                for effect in effects:
-                    if isinstance(effect, Submit):
-                        if session.in_flight >= MAX_IN_FLIGHT:
-                            core.command_failed(
-                                effect, f"more than {MAX_IN_FLIGHT} commands in flight: slow down"
-                            )
-                            continue
-                        session.in_flight += 1
-                        task = asyncio.create_task(self._submit(effect))
-                        self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
-                    elif isinstance(effect, Handle):
-                        await self._handle(effect)
-                waker.set()
+            await self._reader(conn, core, session, waker)
         except ConnectionClosed:
             pass
         finally:
@@ -395,13 +292,33 @@ class Gateway:
             core.disconnect(session)
             self._wakers.pop(number, None)
             self._connections.pop(number, None)
-            log.info(
+            self.log.info(
                 "%s disconnected after %d messages%s",
                 session.name,
                 session.sent,
                 f" ({session.dropped})" if session.dropped else "",
-                extra={"node": "gateway", "seq": core.seq},
+                seq=core.seq,
             )
+
+    async def _reader(
+        self, conn: ServerConnection, core: GatewayCore, session: Session, waker: asyncio.Event
+    ) -> None:
+        handled = 0
+        async for message in conn:
+            handled += 1
+            size = len(message)
+            if handled % YIELD_EVERY == 0 or size > YIELD_SIZE:
+                await asyncio.sleep(0)  # a burst of frames must not hold the loop
+            if not core.admit_frame(session, time.monotonic(), size):
+                return  # flooding: dropped (the writer aborts the connection)
+            if isinstance(message, str):
+                continue  # text frames are ignored, as upstream does
+            for effect in core.on_frame(session, message, time.monotonic()):
+                if isinstance(effect, Submit):
+                    self._start_submit(core, effect)
+                elif isinstance(effect, Handle):
+                    await self._handle(core, effect)
+            waker.set()
 
     async def _writer(self, conn: ServerConnection, session: Session, waker: asyncio.Event) -> None:
         try:
@@ -413,9 +330,8 @@ class Gateway:
                         async with asyncio.timeout(WRITE_STALL):
                             await _send_batch(conn, session.take(CHUNK))
                     except TimeoutError:
-                        core = self.core
-                        if core is not None:
-                            core.drop(session, f"took nothing for {WRITE_STALL:g} s")
+                        if self.core is not None:
+                            self.core.drop(session, f"took nothing for {WRITE_STALL:g} s")
                         break
                     await asyncio.sleep(0)
                 if session.dropped is not None:
@@ -424,34 +340,50 @@ class Gateway:
         except ConnectionClosed:
             return
 
+    # ------------------------------------------------------------------ effects
+
+    def _start_submit(self, core: GatewayCore, effect: Submit) -> None:
+        session = effect.session
+        if session.in_flight >= MAX_IN_FLIGHT:
+            core.command_failed(effect, f"more than {MAX_IN_FLIGHT} commands in flight: slow down")
+            return
+        session.in_flight += 1
+        task = asyncio.create_task(self._submit(effect))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _submit(self, effect: Submit) -> None:
+        try:
+            await self.append(effect)
+        finally:
+            effect.session.in_flight -= 1
+            self._wake(effect.session.number)
+
+    async def append(self, submit: Submit) -> None:
+        """Append a client's operation and queue its answer: ``ok`` or ``error`` with its seq
+        (the reducer's reason), or ``error`` saying why it was not appended."""
         core = self.core
         assert core is not None
         try:
-            [(seq, reason)] = await self.controller.append_local_results([effect.op])
+            [(seq, reason)] = await self.controller.append_local_results([submit.op])
         except CuelogError as exc:
-            core.command_failed(effect, str(exc))
+            core.command_failed(submit, str(exc))
+            return
         except Exception as exc:  # the controller stopping, say
-            core.command_failed(effect, f"not appended: {exc}")
-        else:
-            core.command_done(effect, seq, reason)
-            log.info(
-                "%s: %s %r from %s",
-                effect.reply_to,
-                effect.op.target,
-                (effect.op.data or {}).get("value"),
-                effect.session.name,
-                extra={"node": "gateway", "seq": seq},
-            )
-        effect.session.in_flight -= 1
-        waker = self._wakers.get(effect.session.number)
-        if waker is not None:
-            waker.set()
+            core.command_failed(submit, f"not appended: {exc}")
+            return
+        core.command_done(submit, seq, reason)
+        self.log.info(
+            "%s: %s %r from %s",
+            submit.reply_to,
+            submit.op.target,
+            (submit.op.data or {}).get("value"),
+            submit.session.name,
+            seq=seq,
+        )
 
-    async def _handle(self, effect: Handle) -> None:
+    async def _handle(self, core: GatewayCore, effect: Handle) -> None:
         handler = self.on_osc
-        core = self.core
-        assert core is not None
         if handler is None:
             core.answer(effect.session, effect.msg.address, "error", error="unknown address")
             return
@@ -460,7 +392,7 @@ class Gateway:
             if asyncio.iscoroutine(result):
                 await result
         except Exception as exc:
-            log.exception("OSC handler for %s failed", effect.msg.address)
+            self.log.exception("OSC handler for %s failed", effect.msg.address)
             core.answer(effect.session, effect.msg.address, "error", error=str(exc))
 
 
@@ -469,27 +401,11 @@ async def _send_batch(conn: ServerConnection, frames: list[bytes]) -> None:
     them, we hand the transport the joined bytes (a write per frame costs a syscall each)."""
     async with conn.send_context():
         protocol = conn.protocol
-        for frame in frames:
-            protocol.send_binary(frame)
+        for data in frames:
+            protocol.send_binary(data)
         data = b"".join(protocol.data_to_send())
         if data:
             conn.transport.write(data)
-
-
-def _response(status: int, body: bytes, content_type: str) -> Response:
-    reasons = {
-        200: "OK",
-        204: "No Content",
-        403: "Forbidden",
-        404: "Not Found",
-        503: "Service Unavailable",
-    }
-    headers = Headers()
-    headers["Content-Type"] = content_type
-    headers["Content-Length"] = str(len(body))
-    headers["Cache-Control"] = "no-store"
-    headers["Connection"] = "close"
-    return Response(status, reasons.get(status, "OK"), headers, body)
 
 
 def _host(conn: ServerConnection) -> str:
@@ -497,9 +413,3 @@ def _host(conn: ServerConnection) -> str:
         address: Any = conn.remote_address
         return str(address[0])
     return "unknown"
-
-
-def _int(text: str | None) -> int | None:
-    if text is None or not text.isascii() or not text.isdigit() or len(text) > 18:
-        return None
-    return int(text)

@@ -135,6 +135,15 @@ def addresses(state: State) -> dict[str, Value]:
     return out
 
 
+def node_values(nodes: dict[str, dict[str, Any]], head: int) -> dict[str, Value]:
+    """``/engine/status/node/<id>/lag`` for every node the controller tracks (-1: offline)."""
+    out: dict[str, Value] = {}
+    for node, info in nodes.items():
+        applied = info.get("applied_seq", 0)
+        out[f"{NODE}{node}/lag"] = max(0, head - int(applied)) if info.get("online") else -1
+    return out
+
+
 def as_sent(values: dict[str, Value]) -> dict[str, Value]:
     """`values` as a client reads them back: floats travel as OSC ``f`` (32 bits)."""
     return {

@@ -27,18 +27,11 @@ from hypothesis import strategies as st
 
 from eventlog import CuelogError, Event, EventLog, OperationType
 from gateway import ControllerCommunications
-from gateway.compat import (
-    LOCAL_COMMAND,
-    EditorChannelError,
-    EditorContext,
-    OscRouter,
-    ServiceError,
-    ServiceTimeout,
-    broadcast_operation,
-    built_in,
-    compile_pattern,
-)
+from gateway.commands import LOCAL_COMMAND, broadcast_operation, built_in
+from gateway.editor import EditorChannelError, EditorContext
 from gateway.osc import OscMsg
+from gateway.patterns import OscRouter, compile_pattern
+from gateway.services import ServiceError, ServiceTimeout
 from gateway.session import Session
 from tests.cluster import ipc_address, nodes, wait_for
 from tests.gateway_rig import OscClient, open_client

@@ -15,17 +15,11 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 from eventlog import CONTROLLER, Event, OperationType, State, fold
 from gateway import osc
-from gateway.session import (
-    COALESCE_INTERVAL,
-    LOCKOUT,
-    MAX_QUEUE,
-    GatewayCore,
-    Policy,
-    Session,
-    Submit,
-    _Dump,
-    parse_networks,
-)
+from gateway.dump import Dump as _Dump
+from gateway.lockout import LOCKOUT
+from gateway.outbox import MAX_QUEUE
+from gateway.pacing import COALESCE_INTERVAL
+from gateway.session import GatewayCore, Policy, Session, Submit, parse_networks
 from gateway.view import DUMP_BEGIN, DUMP_END, SEQ, StatusView, addresses, as_sent
 from tests.helpers import LOG_ID, events_from, make_event, wire
 from tests.strategies import shows

@@ -30,9 +30,11 @@ from pythonosc.osc_message import OscMessage
 from websockets.exceptions import ConnectionClosed
 
 from eventlog import CONTROLLER, ActionType, EventLog, Operation, OperationType, State
-from gateway.compat import broadcast_operation
+from gateway.commands import broadcast_operation
+from gateway.lockout import LOCKOUT_MEMORY
 from gateway.osc import OscMsg
-from gateway.session import LOCKOUT_MEMORY, MAX_QUEUE, GatewayCore, Policy, Submit
+from gateway.outbox import MAX_QUEUE
+from gateway.session import GatewayCore, Policy, Submit
 from gateway.view import StatusView
 from replicas.client import ControllerClient
 from tests.cluster import ipc_address, wait_for

@@ -19,7 +19,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from eventlog import CONTROLLER, ActionType, EventLog, Operation, OperationType
-from gateway.session import MAX_QUEUE_BYTES, Policy, parse_networks
+from gateway.outbox import MAX_QUEUE_BYTES
+from gateway.session import Policy, parse_networks
 from gateway.view import DUMP_END
 from tests.cluster import ipc_address, nodes, wait_for
 from tests.gateway_rig import (
