@@ -42,7 +42,6 @@ UI_SENDER: Final = "ui:"
 #: status target recording a UI message handled without forwarding it to the nodes
 LOCAL_COMMAND: Final = "local_command"
 TIMECODE_ADDRESS: Final = "/engine/status/timecode"
-_INT32: Final = 2**31
 _MAX_ADDRESS: Final = 512
 
 
@@ -196,7 +195,7 @@ def _osc_scalar(address: str, value: Any) -> Any:
     if value is None or isinstance(value, str | bool):
         return value
     if isinstance(value, int):
-        if not -_INT32 <= value < _INT32:
+        if not osc.fits_int32(value):
             raise ValueError(f"{address}: {value} does not fit an OSC int (32 bits)")
         return value
     if isinstance(value, float):

@@ -37,8 +37,9 @@ MAX_MESSAGES: Final = 256
 MAX_ADDRESS: Final = 1024
 
 _BUNDLE: Final = b"#bundle\x00"
-_INT32_MIN: Final = -(2**31)
-_INT32_MAX: Final = 2**31 - 1
+#: the range of an OSC ``i`` (32-bit int)
+INT32_MIN: Final = -(2**31)
+INT32_MAX: Final = 2**31 - 1
 _PREFIX_CACHE: Final = 65_536
 #: type tags python-osc reads (anything else is refused, never skipped)
 _KNOWN_TAGS: Final = frozenset("ifdsbhtrmTFN[]")
@@ -81,6 +82,11 @@ def _prefix(address: str, tags: str, cache: bool = True) -> bytes:
     return found
 
 
+def fits_int32(value: int) -> bool:
+    """Whether an OSC ``i`` can carry `value`."""
+    return INT32_MIN <= value <= INT32_MAX
+
+
 def fits_float32(value: float) -> bool:
     """Whether an OSC ``f`` can carry `value` (finite, within the 32-bit range)."""
     return math.isfinite(value) and abs(value) <= FLOAT32_MAX
@@ -94,7 +100,7 @@ def _tag(value: OscValue) -> tuple[str, bytes]:
     if value is False:
         return "F", b""
     if isinstance(value, int):
-        if _INT32_MIN <= value <= _INT32_MAX:
+        if fits_int32(value):
             return "i", osc_types.write_int(value)
         return "h", osc_types.write_int64(value)
     if isinstance(value, float):
@@ -125,7 +131,7 @@ def encode(address: str, *values: OscValue, cache: bool = True) -> bytes:
 
 def encode_int(address: str, value: int) -> bytes:
     """Fast path for the dump's most common message (a cue status)."""
-    if _INT32_MIN <= value <= _INT32_MAX:
+    if fits_int32(value):
         return _prefix(address, ",i") + struct.pack(">i", value)
     return encode(address, value)
 

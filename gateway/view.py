@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from eventlog import CONTROLLER, NODE_JOINED, NODE_LEFT, Event, OperationType, State, apply
 from eventlog.reducer import SHOW_CUES
-from gateway.osc import fits_float32
+from gateway.osc import INT32_MAX, INT32_MIN, fits_float32, fits_int32
 
 Value = str | int | float
 
@@ -58,7 +58,7 @@ def _sendable(value: Any) -> Value | None:
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
-        return value if -(2**31) <= value < 2**31 else None
+        return value if fits_int32(value) else None
     if isinstance(value, float):
         return value if fits_float32(value) else None
     if isinstance(value, str):
@@ -70,7 +70,7 @@ def _int32(value: Any) -> int:
     """An int the log holds, as an OSC ``i`` (clamped: a node may report any integer)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         return 0
-    return int(max(-(2**31), min(2**31 - 1, value)))
+    return int(max(INT32_MIN, min(INT32_MAX, value)))
 
 
 def _volume(value: Any) -> float | None:
