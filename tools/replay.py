@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from collections.abc import Callable
 
 from eventlog import CuelogError, UsageError
 from tools import args as types
@@ -36,6 +36,9 @@ from tools.replay_state import cmd_diff, cmd_state
 from tools.replay_stories import cmd_cue, cmd_node, cmd_timeline
 
 __all__ = ["EXPORT_COLUMNS", "build_parser", "main", "parse_when"]
+
+#: what runs a subcommand: its exit code from the parsed arguments
+Command = Callable[[argparse.Namespace], int]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -62,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
 
-    def command(name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, func: Command) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("log", help="the log file")
         p.add_argument("--utc", action="store_true", help="show times in UTC")
