@@ -5,12 +5,14 @@ its file, and the two ways it touches the database.
 
     LogCore      (here)              the fields, `_reading` and `_transaction`
     LogReads     (store_read.py)     every query: events, rows, snapshots, the state at a seq
-    LogWrites    (store_write.py)    the appends, snapshots, and a replica's full resync
-    EventLog     (store.py)          opening, closing, meta (role, time zone), the file's identity
+    LogWrites    (store_write.py)    the appends (one write path for both) and snapshots
+    EventLog     (store.py)          opening and closing, meta (role, time zone), the file's
+                                     identity, and a replica's full resync (`reset`)
 
 Every read goes through `_reading`: it takes the lock, refuses a closed log, and turns what
-SQLite (or a damaged row) raises into a `LogFileError` naming the file. Every write goes
-through `_transaction`. Both hand out the raw ``sqlite3`` connection.
+SQLite (or a damaged row) raises into a `LogFileError` naming the file, and hands out the raw
+``sqlite3`` connection. Every write runs inside `_transaction` (``BEGIN IMMEDIATE`` ...
+``COMMIT``, rolled back if the block raises).
 """
 
 from __future__ import annotations
