@@ -14,11 +14,9 @@ from typing import Any, Final, NamedTuple
 import orjson
 
 from eventlog.errors import DecodeError
-from eventlog.operation import ActionType, Operation, OperationType, OpId
+from eventlog.operation import ACTIONS, TYPES, Operation, OpId
 
 _OPTS: Final = orjson.OPT_SORT_KEYS
-_TYPES: Final = {t.value: t for t in OperationType}
-_ACTIONS: Final = {a.value: a for a in ActionType}
 
 
 class Event(NamedTuple):
@@ -77,8 +75,8 @@ def event_from_dict(raw: Any, log_id: str | None = None) -> Event:
         seq = raw["seq"]
         ts = raw["ts"]
         lid = raw.get("log_id", log_id)
-        op_type = _TYPES[raw["type"]]
-        action = _ACTIONS[raw["action"]]
+        op_type = TYPES[raw["type"]]
+        action = ACTIONS[raw["action"]]
         sender = raw["sender"]
         target = raw["target"]
         data = raw["data"]

@@ -87,15 +87,16 @@ class ActionType(Enum):
     __hash__ = object.__hash__
 
 
-ALLOWED_ACTIONS: Final[dict[OperationType, frozenset[ActionType]]] = {
+ALLOWEDACTIONS: Final[dict[OperationType, frozenset[ActionType]]] = {
     OperationType.CUE: frozenset({ActionType.ADD, ActionType.REMOVE, ActionType.UPDATE}),
     OperationType.PLAYER: frozenset({ActionType.ADD, ActionType.REMOVE, ActionType.UPDATE}),
     OperationType.COMMAND: frozenset({ActionType.UPDATE}),
     OperationType.STATUS: frozenset({ActionType.UPDATE}),
 }
 
-_TYPES: Final = {t.value: t for t in OperationType}
-_ACTIONS: Final = {a.value: a for a in ActionType}
+#: the one table from wire names to types and actions (decoders everywhere use these)
+TYPES: Final = {t.value: t for t in OperationType}
+ACTIONS: Final = {a.value: a for a in ActionType}
 _FIELDS: Final = ("type", "action", "sender", "target", "data")
 _FIELD_SET: Final = frozenset(_FIELDS)
 _WIRE_KEYS: Final = frozenset((*_FIELDS, "op_id"))
@@ -368,17 +369,17 @@ def validate_operation(raw: Any) -> Operation:
                     f"is not a field of an operation (allowed: {', '.join(_FIELDS)}, op_id)",
                 )
     type_raw, action_raw = raw["type"], raw["action"]
-    found_type = _TYPES.get(type_raw) if isinstance(type_raw, str) else None
+    found_type = TYPES.get(type_raw) if isinstance(type_raw, str) else None
     if found_type is None:
         raise ValidationError(
-            "type", "unknown-type", f"{type_raw!r} is not one of {', '.join(sorted(_TYPES))}"
+            "type", "unknown-type", f"{type_raw!r} is not one of {', '.join(sorted(TYPES))}"
         )
-    found_action = _ACTIONS.get(action_raw) if isinstance(action_raw, str) else None
+    found_action = ACTIONS.get(action_raw) if isinstance(action_raw, str) else None
     if found_action is None:
         raise ValidationError(
             "action",
             "unknown-action",
-            f"{action_raw!r} is not one of {', '.join(sorted(_ACTIONS))}",
+            f"{action_raw!r} is not one of {', '.join(sorted(ACTIONS))}",
         )
     data = raw["data"]
     if data is not None and isinstance(data, Mapping):
@@ -407,7 +408,7 @@ def _own(data: dict[str, Any]) -> dict[str, Any]:
 def _check_parts(
     op_type: OperationType, action: ActionType, sender: Any, target: Any, data: Any
 ) -> None:
-    if action not in ALLOWED_ACTIONS[op_type]:
+    if action not in ALLOWEDACTIONS[op_type]:
         raise ValidationError(
             "action",
             "action-not-allowed",

@@ -217,6 +217,8 @@ def _command(state: State, event: Event) -> str | None:
             reason = "unload refused while running"
         else:
             _reset_show(state)
+            # no show at all: upstream's empty string ("no show"), where a stop of a loaded
+            # show says "no" (the UI reads only "yes" as true; the status page tells them apart)
             engine["load"] = ""
             engine["armed"] = ""
             engine["running"] = ""

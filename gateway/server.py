@@ -36,7 +36,7 @@ from gateway.osc import MAX_FRAME_BYTES, OscMsg
 from gateway.pages import StatusPages, resume_point
 from gateway.session import NODE_ID, GatewayCore, Handle, Policy, Session, Submit
 from gateway.view import StatusView
-from replicas.controller import CommitListener
+from replicas.callbacks import CommitListener
 
 log = ComponentLog("cuelog.gateway")
 

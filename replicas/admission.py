@@ -17,12 +17,12 @@ now and then; `drain` at shutdown.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from eventlog import CONTROLLER
-from replicas import protocol
+from replicas.messages import Acks, Chain, Error, error
 from replicas.protocol import Rule
-from replicas.sequencer import Chain, ControllerCore, Prepared
+from replicas.sequencer import ControllerCore, Prepared
 
 #: a parked submit whose predecessor does not come within this many seconds is sent back
 PARK_TIMEOUT: Final = 0.5
@@ -30,7 +30,9 @@ PARK_TIMEOUT: Final = 0.5
 OWN_RETRIES: Final = 3
 
 Token = int
-Answers = list[tuple[Token, dict[str, Any]]]
+#: what a submitter is told: its acks, or why not
+Reply = Acks | Error
+Answers = list[tuple[Token, Reply]]
 
 _RESEND = (
     "an earlier submit of this node failed to commit: resend from the oldest unacknowledged op"
@@ -90,8 +92,8 @@ class Admission:
         if prepared.subs:
             self.queue.append(Ticket(prepared, token))
         else:
-            acks = {"k": "acks", "results": prepared.errors, "head": self.core.head}
-            answers.append((token, acks))
+            refused = [e for e in prepared.errors if e is not None]  # every op was refused
+            answers.append((token, Acks(refused, self.core.head)))
         if chain is not None:
             self.core.admitted(chain.origin, chain.last)
         return answers
@@ -118,7 +120,7 @@ class Admission:
         batch, self.queue = self.queue, []
         return batch
 
-    def committed(self, batch: list[Ticket], replies: list[dict[str, Any]]) -> Answers:
+    def committed(self, batch: list[Ticket], replies: list[Acks]) -> Answers:
         """The commit of `batch` returned these replies (one per ticket, in order)."""
         return [(ticket.token, reply) for ticket, reply in zip(batch, replies, strict=True)]
 
@@ -136,22 +138,22 @@ class Admission:
                 prepared.failures += 1
                 again.append(ticket)
             else:
-                answers.append((ticket.token, protocol.error(f"commit failed: {why}", Rule.COMMIT)))
+                answers.append((ticket.token, error(f"commit failed: {why}", Rule.COMMIT)))
         keep: list[Ticket] = []
         for ticket in self.queue:
             if ticket.prepared.origin is not None and ticket.prepared.origin in origins:
-                answers.append((ticket.token, protocol.error(_RESEND, Rule.OUT_OF_ORDER)))
+                answers.append((ticket.token, error(_RESEND, Rule.OUT_OF_ORDER)))
             else:
                 keep.append(ticket)
         self.queue = again + keep
         for origin in origins:
             for entry in self.parked.pop(origin, []):
-                answers.append((entry.token, protocol.error(_RESEND, Rule.OUT_OF_ORDER)))
+                answers.append((entry.token, error(_RESEND, Rule.OUT_OF_ORDER)))
         return answers
 
-    def refuse(self, batch: list[Ticket], reply: dict[str, Any]) -> Answers:
+    def refuse(self, batch: list[Ticket], reply: Error) -> Answers:
         """Answer every ticket of `batch` with `reply` (the log file is lost)."""
-        return [(ticket.token, dict(reply)) for ticket in batch]
+        return [(ticket.token, reply) for ticket in batch]
 
     # ------------------------------------------------------------------ time
 
@@ -166,7 +168,7 @@ class Admission:
                 answers.append(
                     (
                         entry.token,
-                        protocol.error(
+                        error(
                             f"operations after {chain.origin}#{chain.prev} arrived before it: "
                             "resend from the oldest unacknowledged one",
                             Rule.OUT_OF_ORDER,
@@ -177,10 +179,10 @@ class Admission:
                 del self.parked[origin]
         return answers
 
-    def drain(self, reply: dict[str, Any]) -> Answers:
+    def drain(self, reply: Error) -> Answers:
         """Answer everything queued and parked with `reply` (the controller is stopping)."""
         answers = self.refuse(self.take(), reply)
         for waiting in self.parked.values():
-            answers.extend((entry.token, dict(reply)) for entry in waiting)
+            answers.extend((entry.token, reply) for entry in waiting)
         self.parked.clear()
         return answers

@@ -11,11 +11,27 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import msgspec
 import pynng
 
-from eventlog import CuelogError, Operation, dumps, loads, validate_operation
+from eventlog import CuelogError, Operation, loads, validate_operation
 from eventlog.state import digest_bytes
 from replicas import protocol
+from replicas.messages import (
+    Acks,
+    Error,
+    Hello,
+    Message,
+    Reply,
+    State,
+    StateRequest,
+    StatusRequest,
+    Submit,
+    Welcome,
+    chunk_bytes,
+    encode,
+    parse_reply,
+)
 from replicas.protocol import Rule
 from replicas.showkey import ShowKey, diagnose, secure
 
@@ -53,9 +69,10 @@ class ControllerClient:
     def close(self) -> None:
         self._sock.close()
 
-    def request(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def ask(self, msg: Message | dict[str, Any]) -> Reply:
+        """Send one request; its reply, decoded and checked."""
         try:
-            self._sock.send(dumps(msg))
+            self._sock.send(encode(msg))
             raw = self._sock.recv()
         except pynng.Timeout:
             why = diagnose(self.address, self._key, min(self.timeout, 2.0))
@@ -63,38 +80,46 @@ class ControllerClient:
                 f"no answer from the controller at {self.address} within {self.timeout:g} s: "
                 + (why or "is it running, and is the address right (--controller)?")
             ) from None
-        return protocol.decode(raw, limit=protocol.NNG_MAX_BYTES)
+        return parse_reply(raw, protocol.NNG_MAX_BYTES)
+
+    def request(self, msg: Message | dict[str, Any]) -> dict[str, Any]:
+        """Like `ask`, with the reply as plain JSON values (for scripts)."""
+        found: dict[str, Any] = msgspec.to_builtins(self.ask(msg))
+        return found
 
     def status(self) -> dict[str, Any]:
-        return self.request({"k": "status"})
+        found = self.request(StatusRequest())
+        found.setdefault("key", None)
+        return found
 
     def state(self, attempts: int = 5) -> dict[str, Any]:
         """``{"k": "state", "log", "seq", "digest", "state": {...}}``: the whole state at one seq.
 
-        A state too big for one reply comes in chunks (`protocol.snapshot_reply`), asked for
-        one after another and checked against the digest before it is decoded."""
+        A state too big for one reply comes in chunks (like a snapshot's), asked for one after
+        another and checked against the digest before it is decoded."""
         for _ in range(attempts):
-            reply = self.request({"k": "state"})
-            if reply.get("k") != "state" or "state" in reply:
-                return reply
-            seq: int = protocol.field(reply, "seq", int)
-            dig: str = protocol.field(reply, "digest", str)
-            size, offset, chunk = protocol.snapshot_chunk(reply)
-            data = bytearray(chunk)
-            while len(data) < size:
-                reply = self.request({"k": "state", "seq": seq, "offset": len(data)})
-                if reply.get("k") != "state":
-                    break  # the controller moved on to a newer state: start over
-                size, offset, chunk = protocol.snapshot_chunk(reply)
-                if offset != len(data) or protocol.field(reply, "seq", int) != seq:
-                    raise CuelogError("the controller sent a state chunk out of order")
-                data += chunk
-            if len(data) < size:
-                continue
+            reply = self.ask(StateRequest())
+            if not isinstance(reply, State):
+                raise CuelogError(f"the controller refused the state: {_why(reply)}")
+            seq, dig = reply.seq, reply.digest
+            if len(reply.state):
+                data = bytearray(reply.state)
+            elif reply.size is not None and reply.chunk is not None:
+                data = bytearray(chunk_bytes(reply.size, reply.offset or 0, reply.chunk))
+                while len(data) < reply.size:
+                    more = self.ask(StateRequest(seq, len(data)))
+                    if not isinstance(more, State) or more.chunk is None:
+                        break  # the controller moved on to a newer state: start over
+                    if more.offset != len(data) or more.seq != seq or more.size != reply.size:
+                        raise CuelogError("the controller sent a state chunk out of order")
+                    data += chunk_bytes(reply.size, len(data), more.chunk)
+                if len(data) < reply.size:
+                    continue
+            else:
+                raise CuelogError("the controller sent a state reply with no state")
             if digest_bytes(bytes(data)) != dig:
                 raise CuelogError(f"the state at seq {seq} does not match its digest")
-            log_id = protocol.field(reply, "log", str)
-            return {"k": "state", "log": log_id, "seq": seq, "digest": dig, "state": loads(data)}
+            return {"k": "state", "log": reply.log, "seq": seq, "digest": dig, "state": loads(data)}
         raise CuelogError("the state kept changing while it was being read; try again")
 
     def origin(self, node: str) -> str:
@@ -103,11 +128,10 @@ class ControllerClient:
 
     def hello(self, node: str) -> None:
         """Say hello as `node` on this connection (done by `submit` when needed)."""
-        msg = {"k": "hello", "node": node, "inst": self.origin(node), "secret": self._secret}
-        reply = self.request(msg)
-        if reply.get("k") != "welcome":
+        reply = self.ask(Hello(node, self.origin(node), self._secret))
+        if not isinstance(reply, Welcome):
             self._session = None
-            raise CuelogError(f"the controller refused hello as {node}: {reply.get('error')}")
+            raise CuelogError(f"the controller refused hello as {node}: {_why(reply)}")
         self._session = node
 
     def submit(
@@ -121,22 +145,25 @@ class ControllerClient:
             item = validate_operation(op).to_wire()
             item["op_id"] = [self.origin(node), self._counter]
             wire.append(item)
-        msg = {"k": "submit", "node": node, "ops": wire}
+        msg = Submit(node, wire)
         for attempt in range(retries + 1):
             try:
                 if self._session != node:
                     self.hello(node)
-                reply = self.request(msg)
+                reply = self.ask(msg)
             except ControllerUnreachable:
                 if attempt == retries:
                     raise
                 self._session = None  # a new connection may answer the retry
                 continue
-            if reply.get("k") == "acks":
-                results: list[dict[str, Any]] = reply["results"]
-                return results
-            if reply.get("rule") == Rule.HELLO_FIRST and attempt < retries:
+            if isinstance(reply, Acks):
+                return reply.results
+            if isinstance(reply, Error) and reply.rule == Rule.HELLO_FIRST and attempt < retries:
                 self._session = None  # reconnected since the hello: say it again
                 continue
-            raise CuelogError(f"controller refused the submit: {reply.get('error')}")
+            raise CuelogError(f"controller refused the submit: {_why(reply)}")
         raise ControllerUnreachable(self.address)
+
+
+def _why(reply: Reply) -> str:
+    return reply.error if isinstance(reply, Error) else f"it answered {type(reply).__name__}"

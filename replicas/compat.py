@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
-import logging
 import os
 import sys
 import threading
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pynng  # noqa: F401
 
 from eventlog import ActionType, Operation, OperationType, State, validate_operation
+from eventlog.logctx import ComponentLog
 from eventlog.operation import wire_form
 from replicas.showkey import KEY_ENV, ShowKey
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from replicas.controller import Controller
     from replicas.node import NodeReplica
 
-log = logging.getLogger("cuelog.compat")
+log = ComponentLog("cuelog.compat")
 
 #: upstream's default timeout (seconds) for `AsyncCommsThread.run_coroutine`
 TIMEOUT: Final = 15.0

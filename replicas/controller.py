@@ -15,56 +15,59 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import itertools
-import logging
-import queue
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
+import msgspec
 import pynng
 
 from eventlog import (
     DEFAULT_SNAPSHOT_EVERY,
     CuelogError,
-    Event,
     EventLog,
     InputError,
-    LogFileError,
     Operation,
-    OperationType,
-    State,
     Submission,
-    dumps,
     validate_operation,
 )
+from eventlog.logctx import ComponentLog
 from eventlog.store import Synchronous
-from replicas import protocol
+from replicas import messages, nngio, protocol
 from replicas.admission import Admission, Answers
-from replicas.nngio import close_all, guarded
-from replicas.protocol import ProtocolError, Rule
-from replicas.sequencer import (
-    DEFAULT_NODE_TIMEOUT,
-    DEFAULT_TAIL_LIMIT,
-    STALL,
+from replicas.admission import Reply as SubmitReply
+from replicas.callbacks import CallbackRunner, CommitListener, OperationCallbacks
+from replicas.filewatch import FileLost, LogFileGuard
+from replicas.membership import DEFAULT_NODE_TIMEOUT
+from replicas.messages import (
+    Beat,
     Chain,
+    Error,
+    Fetch,
+    Hb,
+    Hello,
+    Message,
+    Status,
+    StatusRequest,
+    Submit,
+)
+from replicas.nngio import beyond_loopback, close_all, guarded, peer
+from replicas.protocol import Rule
+from replicas.sequencer import (
+    STALL,
     Committed,
     ControllerCore,
     Prepared,
 )
+from replicas.serving import DEFAULT_TAIL_LIMIT
 from replicas.showkey import ShowKey, secure
 
-log = logging.getLogger("cuelog.controller")
+log = ComponentLog("cuelog.controller", "controller")
 
 DEFAULT_LISTEN: Final = "tcp://127.0.0.1:9093"
 HEARTBEAT_INTERVAL: Final = 0.1
 WORKERS: Final = 16
-#: committed events waiting for `node_operation_callback` (beyond it, calls are dropped)
-CALLBACK_QUEUE: Final = 100_000
-#: how long a submit that overtook its predecessor waits for it (seconds)
 #: how often parked submits are looked at (they wait at most `admission.PARK_TIMEOUT`)
 PARK_TICK: Final = 0.05
 #: how often liveness is checked (seconds)
@@ -73,88 +76,10 @@ LIVENESS_TICK: Final = 0.25
 SETTLE_INTERVAL: Final = 1.0
 #: under continuous load the head is digested at least this often (seconds); idle, always
 DIGEST_INTERVAL: Final = 0.25
-#: besides before every acknowledgement, the log file is checked this often (seconds)
-FILE_CHECK_INTERVAL: Final = 1.0
-#: problems kept for `cuelog status` (the oldest are forgotten first)
-MAX_PROBLEMS: Final = 20
-
-#: per operation type, a callable given each committed `Operation` of that type (the seed
-#: API's `NodeOperation` form is `replicas.compat.as_node_operations`' business)
-OperationCallbacks = dict[OperationType, Callable[[Operation], Any]]
-
-
-class CommitListener(Protocol):
-    """Something fed the controller's commit stream on its event loop (the UI gateway).
-
-    `on_open` gets a private copy of the state at the head when the log is opened, before any
-    commit; `on_commit` gets every committed batch, in seq order, before any submitter of that
-    batch is answered (so an answered seq has already been seen). Both must be quick and
-    must not raise.
-    """
-
-    def on_open(self, log_id: str, state: State) -> None: ...
-
-    def on_commit(self, events: list[Event], reasons: list[str | None]) -> None: ...
 
 
 class ListenError(CuelogError):
     """The controller's addresses could not be bound."""
-
-
-class _FileLost(Exception):
-    """The log file was deleted or replaced under the controller (see `Controller._lose_file`)."""
-
-    def __init__(self, error: LogFileError) -> None:
-        self.error = error
-        super().__init__(str(error))
-
-
-class CallbackRunner:
-    """Runs user callbacks for committed events on one thread, in seq order, off the loop."""
-
-    def __init__(self, callbacks: Callable[[], OperationCallbacks], name: str) -> None:
-        #: read at every event, so callbacks set after the controller started take effect
-        self.callbacks = callbacks
-        self._queue: queue.Queue[Event | None] = queue.Queue(maxsize=CALLBACK_QUEUE)
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-        self.dropped = 0
-
-    def push(self, events: list[Event]) -> None:
-        """Queue callbacks; never blocks the controller. A callback that cannot keep up
-        loses calls (counted and logged), never the log's events."""
-        for event in events:
-            if event.op.type in self.callbacks():
-                try:
-                    self._queue.put_nowait(event)
-                except queue.Full:
-                    self.dropped += 1
-                    if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
-                        log.error(
-                            "operation callbacks are %d events behind; %d calls dropped",
-                            CALLBACK_QUEUE,
-                            self.dropped,
-                            extra={"seq": event.seq},
-                        )
-
-    def _run(self) -> None:
-        while True:
-            event = self._queue.get()
-            if event is None:
-                return
-            callback = self.callbacks().get(event.op.type)
-            if callback is None:
-                continue
-            try:
-                result = callback(event.op)
-                if asyncio.iscoroutine(result):
-                    asyncio.run(result)
-            except Exception:
-                log.exception("operation callback failed", extra={"seq": event.seq})
-
-    def close(self) -> None:
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
 
 
 class Controller:
@@ -192,7 +117,7 @@ class Controller:
         #: the commit queue and the parked submits (every ordering decision is its)
         self.admission: Admission | None = None
         #: what each admission token's submitter waits on
-        self._futures: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._futures: dict[int, asyncio.Future[SubmitReply]] = {}
         self._tokens = itertools.count(1)
         self._wake = asyncio.Event()
         self._last_publish = 0.0
@@ -202,13 +127,10 @@ class Controller:
         self._settled_at: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self.stats = {"commits": 0, "events": 0, "requests": 0, "bad_requests": 0}
-        #: what is wrong with this controller's log, shown by `cuelog status` (oldest first)
-        self.problems: list[str] = []
         #: what `cuelog status` should warn about (not a fault: exit code unchanged)
         self.warnings: list[str] = []
-        #: set once the log file is deleted or replaced: from then on nothing is acknowledged
-        self.file_problem: str | None = None
-        self._ahead_seen: set[tuple[str, int]] = set()
+        #: the log file's problems (deleted, replaced, behind the show), said once each
+        self.files = LogFileGuard(self.db)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -267,10 +189,10 @@ class Controller:
             core = self.core
 
             def closed(pipe: Any) -> None:  # on an NNG thread
-                pipe_id = _pipe_id(pipe)
-                if pipe_id is not None:
+                conn = nngio.pipe_id(pipe)
+                if conn is not None:
                     with contextlib.suppress(RuntimeError):  # the loop is closing
-                        loop.call_soon_threadsafe(core.pipe_closed, pipe_id, time.monotonic())
+                        loop.call_soon_threadsafe(core.pipe_closed, conn, time.monotonic())
 
             rep.add_post_pipe_remove_cb(closed)
             log.info(
@@ -280,18 +202,18 @@ class Controller:
                 self.listen,
                 self.events_listen,
                 self.db,
-                extra={"node": "controller", "seq": elog.head},
+                seq=elog.head,
             )
             if self.key is not None:
                 log.info(
                     "only peers holding show key %s (%s) are admitted",
                     self.key.fingerprint,
                     self.key.path.name,
-                    extra={"node": "controller", "seq": elog.head},
+                    seq=elog.head,
                 )
                 if self.key.warning:
                     self.warnings.append(self.key.warning)
-                    log.warning(self.key.warning, extra={"node": "controller", "seq": elog.head})
+                    log.warning(self.key.warning, seq=elog.head)
             elif beyond_loopback(self.listen):
                 self.warnings = [
                     f"listening on {self.listen}, beyond loopback, with no show key: any "
@@ -299,7 +221,7 @@ class Controller:
                     "not connected; give every machine a key (cuelog keygen FILE, then --key "
                     "FILE everywhere)"
                 ]
-                log.warning(self.warnings[0], extra={"node": "controller", "seq": elog.head})
+                log.warning(self.warnings[0], seq=elog.head)
             self.ready.set()
             async with asyncio.TaskGroup() as tasks:
                 for _ in range(WORKERS):
@@ -308,7 +230,7 @@ class Controller:
                 tasks.create_task(self._committer(runner))
                 tasks.create_task(self._heartbeats())
                 tasks.create_task(self._liveness())
-                tasks.create_task(self._watch_file())
+                tasks.create_task(self.files.watch(core))
                 tasks.create_task(self._park_timer())
         except asyncio.CancelledError:
             pass
@@ -318,17 +240,17 @@ class Controller:
             if runner is not None:
                 runner.close()
             if self.admission is not None:
-                stopping = protocol.error("controller stopping", Rule.STOPPING)
+                stopping = messages.error("controller stopping", Rule.STOPPING)
                 self._answer(self.admission.drain(stopping))
             for fut in self._futures.values():
                 if not fut.done():
-                    fut.set_result(protocol.error("controller stopping", Rule.STOPPING))
+                    fut.set_result(messages.error("controller stopping", Rule.STOPPING))
             self._futures.clear()
             for extra in (reader, lookup):
                 if extra is not elog:
                     extra.close()
             elog.close()
-            log.info("controller stopped", extra={"node": "controller", "seq": "-"})
+            log.info("controller stopped")
 
     def stop(self) -> None:
         if self._task is not None:
@@ -346,39 +268,38 @@ class Controller:
             try:
                 reply = await self.handle(raw, msg.pipe)
             except Exception as exc:  # a bug must cost one reply, never the controller
-                log.exception("internal error handling a request from %s", _peer(msg.pipe))
-                reply = protocol.error(f"internal error: {exc}", Rule.INTERNAL_ERROR)
+                log.exception("internal error handling a request from %s", peer(msg.pipe))
+                reply = messages.error(f"internal error: {exc}", Rule.INTERNAL_ERROR)
             try:
-                await guarded(ctx.asend(dumps(reply)))
+                await guarded(ctx.asend(messages.encode(reply)))
             except pynng.Closed:
                 return
             except pynng.NNGException as exc:
                 log.warning("could not reply: %s", exc)
 
-    async def handle(self, raw: bytes, pipe: Any = None) -> dict[str, Any]:
+    async def handle(self, raw: bytes, pipe: Any = None) -> Message | dict[str, Any]:
         """One request in, one reply out. Bad input gets an error reply and a log line."""
         core = self.core
         assert core is not None
         self.stats["requests"] += 1
         now = time.time()
         try:
-            msg = protocol.decode(raw)
-            kind = msg["k"]
-            if kind == "submit":
-                if self.file_problem is not None:
-                    return protocol.error(self.file_problem, Rule.LOG_FILE)
-                pipe_id = _pipe_id(pipe)
+            msg = messages.parse_request(raw)
+            if isinstance(msg, Submit):
+                if self.files.file_problem is not None:
+                    return messages.error(self.files.file_problem, Rule.LOG_FILE)
+                conn = nngio.pipe_id(pipe)
                 mono = time.monotonic()
-                prepared = core.prepare_submit(msg, pipe_id, mono)
-                chain = core.chain(msg, pipe_id)
+                prepared = core.prepare_submit(msg, conn, mono)
+                chain = core.chain(msg, conn)
                 return await self._submit_nowait(prepared, chain, mono)
-            if kind == "fetch":
+            if isinstance(msg, Fetch):
                 return await asyncio.to_thread(core.fetch, msg, now)
-            if kind == "beat":
-                reply, ops = core.beat(msg, now, time.monotonic(), _pipe_id(pipe))
+            if isinstance(msg, Beat):
+                beat, ops = core.beat(msg, now, time.monotonic(), nngio.pipe_id(pipe))
                 if ops:
                     self._submit_nowait(core.internal(ops))
-                node = protocol.node_id(msg)
+                node = msg.node
                 info = core.nodes.get(node)
                 if (
                     info is not None
@@ -392,46 +313,41 @@ class Controller:
                         self._settled_at.clear()
                     self._settled_at[node] = now
                     asyncio.get_running_loop().create_task(self._settle(node))
-                return reply
-            if kind == "hello":
-                self._check_ahead(msg)
-                reply = core.hello(msg, now, time.monotonic(), _pipe_id(pipe))
+                return beat
+            if isinstance(msg, Hello):
+                self.files.check_ahead(core, msg)
+                reply = core.hello(msg, now, time.monotonic(), nngio.pipe_id(pipe))
                 ops = core.take_ops()
                 if ops:  # a node restarted: its story goes into the log
                     self._submit_nowait(core.internal(ops))
                 return reply
-            if kind == "status":
+            if isinstance(msg, StatusRequest):
                 return self._with_problems(core.status(now, time.monotonic()))
-            if kind == "state":
-                return await asyncio.to_thread(core.state_reply, msg)
-            raise ProtocolError(
-                f"unknown request kind {kind!r} (expected one of "
-                f"{', '.join(sorted(protocol.REQUEST_KINDS))})"
-            )
+            return await asyncio.to_thread(core.state_reply, msg)
         except InputError as exc:
             rule = getattr(exc, "rule", Rule.BAD_REQUEST)
             if rule == Rule.HELLO_FIRST:  # a reconnected node: routine, it says hello next
-                log.info("%s: %s", _peer(pipe), exc, extra={"node": "controller", "seq": "-"})
-                return protocol.error(str(exc), rule)
+                log.info("%s: %s", peer(pipe), exc)
+                return messages.error(str(exc), rule)
             self.stats["bad_requests"] += 1
-            where = _peer(pipe)
+            where = peer(pipe)
             log.warning(
                 "bad request from %s: %s",
                 where,
                 exc,
-                extra={"node": "controller", "seq": core.head},
+                seq=core.head,
             )
-            return protocol.error(str(exc), rule)
+            return messages.error(str(exc), rule)
 
     def _submit_nowait(
         self, prepared: Prepared, chain: Chain | None = None, mono: float | None = None
-    ) -> asyncio.Future[dict[str, Any]]:
+    ) -> asyncio.Future[SubmitReply]:
         """Hand a submit to admission; the future gets its reply (after its commit, or at
         once when admission answers it)."""
         admission = self.admission
         assert admission is not None
         token = next(self._tokens)
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[SubmitReply] = asyncio.get_running_loop().create_future()
         self._futures[token] = fut
         now = time.monotonic() if mono is None else mono
         self._answer(admission.submit(prepared, chain, token, now))
@@ -465,7 +381,7 @@ class Controller:
         finally:
             self._settling.discard(node)
 
-    async def enqueue(self, prepared: Prepared) -> dict[str, Any]:
+    async def enqueue(self, prepared: Prepared) -> SubmitReply:
         return await self._submit_nowait(prepared)
 
     def status(self) -> dict[str, Any]:
@@ -473,88 +389,17 @@ class Controller:
         core = self.core
         if core is None:
             raise CuelogError("the controller has not opened its log yet")
-        return self._with_problems(core.status(time.time(), time.monotonic()))
+        found: dict[str, Any] = msgspec.to_builtins(
+            self._with_problems(core.status(time.time(), time.monotonic()))
+        )
+        found.setdefault("key", None)
+        return found
 
-    def _with_problems(self, status: dict[str, Any]) -> dict[str, Any]:
-        if self.problems:
-            status["problems"] = list(self.problems)
-        if self.warnings:
-            status["warnings"] = list(self.warnings)
-        status["key"] = self.key.fingerprint if self.key is not None else None
+    def _with_problems(self, status: Status) -> Status:
+        status.problems = list(self.files.problems) or None
+        status.warnings = list(self.warnings) or None
+        status.key = self.key.fingerprint if self.key is not None else None
         return status
-
-    def _problem(self, text: str) -> None:
-        """Say once, in the log and in `cuelog status`, what is wrong with this log."""
-        seq = self.core.head if self.core is not None else "-"
-        log.error("%s", text, extra={"node": "controller", "seq": seq})
-        self.problems.append(text)
-        del self.problems[:-MAX_PROBLEMS]
-
-    def _check_ahead(self, msg: dict[str, Any]) -> None:
-        """A node that holds more of this very log than this controller does: the controller's
-        file is older than the show (restored from a backup, or rolled back). The node sets its
-        replica aside (it never wipes it) and follows this log; the operator is told how to
-        get the lost events back."""
-        core = self.core
-        assert core is not None
-        node, their_log, after = msg.get("node"), msg.get("log"), msg.get("after")
-        if their_log != core.log_id or not isinstance(after, int) or after <= core.head:
-            return
-        key = (str(node), after)
-        if key in self._ahead_seen:
-            return
-        if len(self._ahead_seen) > 1024:
-            self._ahead_seen.clear()
-        self._ahead_seen.add(key)
-        self._problem(
-            f"node {node} holds log {core.log_id} up to seq {after}, beyond this controller's "
-            f"head {core.head}: {self.db} is behind the show (restored from an older backup?); "
-            f"{node} sets its replica file aside and follows this log; to get the missing "
-            f"events back, stop this controller and run `cuelog rebuild --from <{node}'s "
-            f"set-aside file> --db {self.db} --force`"
-        )
-
-    async def _watch_file(self) -> None:
-        """Notice a deleted or replaced log file even when nothing is being committed."""
-        core = self.core
-        assert core is not None
-        while self.file_problem is None:
-            await asyncio.sleep(FILE_CHECK_INTERVAL)
-            try:
-                core.elog.check_file()  # two stats
-            except LogFileError as exc:
-                await self._lose_file(exc)
-
-    def _check_file(self, elog: EventLog) -> None:
-        try:
-            elog.check_file()
-        except LogFileError as exc:
-            raise _FileLost(exc) from None
-
-    async def _lose_file(self, error: LogFileError) -> None:
-        """The log file is gone or replaced: acknowledge nothing more (an acknowledged op must
-        survive a restart, and a restart would not find it), save what this controller still
-        has open, and say so once."""
-        if self.file_problem is not None:
-            return
-        core = self.core
-        assert core is not None
-        saved = f"{self.db}.saved-{time.strftime('%Y%m%dT%H%M%S')}"
-        self.file_problem = f"log file {error.path}: {error.problem}"
-        try:
-            await asyncio.to_thread(core.elog.save_copy, saved)
-            keep = (
-                f"the log up to seq {core.head} is saved as {saved}: stop this controller and "
-                f"start it with --db {saved}"
-            )
-        except CuelogError as exc:
-            keep = f"could not save a copy ({exc}): stop this controller"
-        self.file_problem += (
-            f"; this controller acknowledges nothing more (submits are refused); {keep}, or "
-            f"rebuild the log from the node replica furthest ahead: cuelog rebuild --from "
-            f"NODE.db --db {self.db}"
-        )
-        self._problem(self.file_problem)
 
     async def append_local(self, ops: list[Operation]) -> list[int]:
         """Append operations made by the controller itself (the operator's commands).
@@ -571,9 +416,9 @@ class Controller:
         reply = await self.enqueue(
             core.internal([Submission(validate_operation(op)) for op in ops])
         )
-        if reply.get("k") != "acks":
-            raise InputError(reply.get("error", "append failed"))
-        return [(r["seq"], r.get("reason")) for r in reply["results"]]
+        if isinstance(reply, Error):
+            raise InputError(reply.error)
+        return [(r["seq"], r.get("reason")) for r in reply.results]
 
     # ------------------------------------------------------------------ commit & publish
 
@@ -587,16 +432,16 @@ class Controller:
             assert admission is not None
             while admission.queue:
                 batch = admission.take()
-                if self.file_problem is not None:
-                    self._answer(admission.refuse(batch, self._file_error()))
+                if self.files.file_problem is not None:
+                    self._answer(admission.refuse(batch, self.files.error()))
                     continue
                 try:
                     committed = await asyncio.to_thread(
                         self._commit_checked, core, [ticket.prepared for ticket in batch]
                     )
-                except _FileLost as lost:
-                    await self._lose_file(lost.error)
-                    self._answer(admission.refuse(batch, self._file_error()))
+                except FileLost as lost:
+                    await self.files.lose_file(core, lost.error)
+                    self._answer(admission.refuse(batch, self.files.error()))
                     continue
                 except Exception as exc:
                     log.error(
@@ -604,7 +449,7 @@ class Controller:
                         "be retried",
                         len(batch),
                         exc,
-                        extra={"node": "controller", "seq": core.head},
+                        seq=core.head,
                     )
                     self._answer(admission.commit_failed(batch, str(exc)))
                     continue
@@ -625,7 +470,7 @@ class Controller:
                     log.debug(
                         "committed %d events",
                         len(events),
-                        extra={"node": "controller", "seq": events[-1].seq},
+                        seq=events[-1].seq,
                     )
                 if runner is not None and events:
                     runner.push(events)
@@ -639,13 +484,13 @@ class Controller:
         """(In a worker thread.) One group commit, with the log file checked before it and
         again before anything is acknowledged: an op committed into a deleted file would be
         gone after a restart, so it is never acknowledged."""
-        self._check_file(core.elog)
+        self.files.check(core.elog)
         committed = core.commit(batch, time.time(), digest=False)
-        self._check_file(core.elog)
+        self.files.check(core.elog)
         return committed
 
-    def _file_error(self) -> dict[str, Any]:
-        return protocol.error(self.file_problem or "the log file is lost", Rule.LOG_FILE)
+    def _file_error(self) -> Error:
+        return messages.error(self.files.file_problem or "the log file is lost", Rule.LOG_FILE)
 
     async def _publish(self, data: bytes) -> None:
         pub = self._pub
@@ -663,8 +508,8 @@ class Controller:
         while True:
             await asyncio.sleep(self.heartbeat_interval / 2)
             if time.monotonic() - self._last_publish >= self.heartbeat_interval:
-                frame = protocol.heartbeat_frame(core.log_id, core.head, time.time())
-                await self._publish(dumps(frame))
+                frame = Hb(core.log_id, core.head, time.time())
+                await self._publish(messages.encode(frame))
 
     async def _liveness(self) -> None:
         core = self.core
@@ -680,36 +525,3 @@ class Controller:
             ops = core.tick(now)
             if ops:
                 self._submit_nowait(core.internal(ops))
-
-
-def beyond_loopback(address: str) -> bool:
-    """Whether a listen address can be reached from other machines (tcp on a non-loopback
-    address; ipc and inproc stay on this one)."""
-    scheme = next((p for p in ("tcp://", "tls+tcp://") if address.startswith(p)), None)
-    if scheme is None:
-        return False
-    host = address[len(scheme) :].rpartition(":")[0].strip("[]")
-    if host in ("localhost", ""):
-        return host == ""
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return True  # a host name: assume it is reachable
-
-
-def _pipe_id(pipe: Any) -> int | None:
-    """The id of the connection a request came on; None only for calls from this process
-    (no pipe), which are trusted: a pipe that cannot be read is never taken for one."""
-    if pipe is None:
-        return None
-    with contextlib.suppress(Exception):
-        return int(pipe.id)
-    return 0
-
-
-def _peer(pipe: Any) -> str:
-    if pipe is None:
-        return "a peer"
-    with contextlib.suppress(Exception):
-        return f"pipe {pipe.id} ({pipe.remote_address})"
-    return "a peer"

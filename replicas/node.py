@@ -15,8 +15,6 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -34,15 +32,17 @@ from eventlog import (
     OperationType,
     State,
     check_node_id,
-    dumps,
-    validate_operation,
 )
-from replicas import protocol
+from eventlog.logctx import ComponentLog
+from replicas import messages, protocol
+from replicas.catchup import CatchUp
+from replicas.commands import CommandCallback, CommandDispatcher, RestoreCallback
+from replicas.messages import Error, Fetch, Message, Ok, Reply, Welcome
 from replicas.nngio import close_all, guarded
 from replicas.outbox import (
+    Coalescer,
     Items,
     Outbox,
-    OutboxFull,
     SubmitterCore,
 )
 from replicas.protocol import ProtocolError, Rule
@@ -53,184 +53,22 @@ from replicas.replica import (
     ReplicaStore,
 )
 from replicas.replica_file import ReplicaFile
+from replicas.restore import RestoreGate
 from replicas.showkey import ShowKey, diagnose, secure
 
-log = logging.getLogger("cuelog.node")
+log = ComponentLog("cuelog.node")
 
 BEAT_INTERVAL: Final = 0.25
 REQUEST_TIMEOUT: Final = 2.0
 OUTBOX_SIZE: Final = 10_000
-#: how long a running command holds back the next one (see `CommandDispatcher`)
 #: the status target a node reports each fired command under: {seq, command, delay_ms}
 FIRED: Final = "fired"
-COMMAND_GRACE: Final = 0.25
-#: fired commands waiting for the callback thread
-COMMAND_QUEUE: Final = 10_000
-#: most commands running at once (blocking GOs of cues that play together)
-COMMAND_THREADS: Final = 256
 #: submits in flight at once. The controller keeps each node's order for any depth (see
 #: `_submitter`); on loopback with 2 cores, 1 measured best (more requests cost more CPU than
 #: the queueing they save); a node on a slow link may want 2.
 SUBMIT_DEPTH: Final = 1
 #: catch-up requests in flight at once (the controller reads ahead while the node applies)
 FETCH_DEPTH: Final = 3
-
-CommandCallback = Callable[[str, Any, str], Any]
-#: ``restore_callback(state, why)``: see `NodeReplica`
-RestoreCallback = Callable[[State, str], Any]
-#: a restore callback running longer than this is logged (commands wait for it)
-RESTORE_WARN: Final = 5.0
-
-
-class _Restore:
-    """A restore waiting in the command queue: the callback, a copy of the state, and why."""
-
-    __slots__ = ("callback", "state", "why")
-
-    def __init__(self, callback: RestoreCallback, state: State, why: str) -> None:
-        self.callback = callback
-        self.state = state
-        self.why = why
-
-    def run(self, extra: dict[str, Any], finished: threading.Event) -> None:
-        try:
-            self.callback(self.state, self.why)
-        except Exception:
-            log.exception("restore callback (%s) failed", self.why, extra=extra)
-        finally:
-            finished.set()
-
-
-class CommandDispatcher:
-    """Hands fired commands to the callback, in seq order, off the receive path.
-
-    Each command runs on its own (pooled) thread, and the next one starts only when it has returned:
-    commands never overlap or reorder. A callback that blocks (upstream's GO blocks for the
-    whole cue) holds the next command back for at most `grace` seconds; after that the next
-    one starts alongside it (logged), so a STOP can never be stuck behind a playing cue.
-    The queue is bounded: a callback stuck for good makes later commands be dropped, loudly.
-    A restore (`push_restore`) takes its place in that order, and the commands after it wait
-    until it has returned.
-    """
-
-    def __init__(self, node_id: str, grace: float = COMMAND_GRACE) -> None:
-        self.node_id = node_id
-        self.grace = grace
-        self.callback: CommandCallback | None = None
-        #: told of each command as it is handed to the callback (the node reports it)
-        self.on_fired: Callable[[Event], None] | None = None
-        self._queue: queue.Queue[Event | _Restore | None] = queue.Queue(maxsize=COMMAND_QUEUE)
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=COMMAND_THREADS, thread_name_prefix=f"cuelog-command-{node_id}"
-        )
-        self._thread = threading.Thread(
-            target=self._run, name=f"cuelog-commands-{node_id}", daemon=True
-        )
-        self._thread.start()
-        self.fired = 0
-
-    def push(self, event: Event) -> None:
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
-            log.error(
-                "command %s dropped: %d commands are waiting for the callback",
-                event.op.target,
-                COMMAND_QUEUE,
-                extra={"node": self.node_id, "seq": event.seq},
-            )
-
-    def push_restore(self, callback: RestoreCallback, state: State, why: str) -> None:
-        """Queue ``callback(state, why)`` behind the commands already queued."""
-        try:
-            self._queue.put_nowait(_Restore(callback, state, why))
-        except queue.Full:
-            log.error(
-                "restore (%s) dropped: %d commands are waiting for the callback",
-                why,
-                COMMAND_QUEUE,
-                extra={"node": self.node_id, "seq": state.seq},
-            )
-
-    def close(self) -> None:
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            log.error("command queue full at shutdown", extra={"node": self.node_id})
-        self._pool.shutdown(wait=False)
-
-    def _run(self) -> None:
-        while True:
-            event = self._queue.get()
-            if event is None:
-                return
-            if isinstance(event, _Restore):
-                if not self._restore(event):
-                    return
-                continue
-            callback = self.callback
-            data = event.op.data or {}
-            name = event.op.target
-            extra = {"node": self.node_id, "seq": event.seq}
-            if callback is None:
-                log.warning("command %s: no command callback set", name, extra=extra)
-                continue
-            finished = threading.Event()
-            value = data.get("value")
-            address = data.get("address", f"/engine/command/{name}")
-            self.fired += 1
-            log.info("firing command %s = %r", name, value, extra=extra)
-            if self.on_fired is not None:
-                self.on_fired(event)
-            # a pooled thread: starting a new one per command costs ~0.5 ms on the GO path
-            try:
-                self._pool.submit(self._call, callback, name, value, address, extra, finished)
-            except RuntimeError:  # the interpreter is exiting (or the node stopped)
-                log.warning("command %s not fired: shutting down", name, extra=extra)
-                return
-            if not finished.wait(self.grace):
-                log.info(
-                    "command %s still running after %.2f s; the next command may start",
-                    name,
-                    self.grace,
-                    extra=extra,
-                )
-
-    def _restore(self, restore: _Restore) -> bool:
-        """Run a restore callback and wait until it returns; False if shutting down."""
-        extra = {"node": self.node_id, "seq": restore.state.seq}
-        finished = threading.Event()
-        log.info("restore (%s) at seq %d", restore.why, restore.state.seq, extra=extra)
-        try:
-            self._pool.submit(restore.run, extra, finished)
-        except RuntimeError:
-            log.warning("restore (%s) not run: shutting down", restore.why, extra=extra)
-            return False
-        started = time.monotonic()
-        while not finished.wait(RESTORE_WARN):
-            log.warning(
-                "restore callback (%s) still running after %.0f s; commands wait for it",
-                restore.why,
-                time.monotonic() - started,
-                extra=extra,
-            )
-        return True
-
-    @staticmethod
-    def _call(
-        callback: CommandCallback,
-        name: str,
-        value: Any,
-        address: Any,
-        extra: dict[str, Any],
-        finished: threading.Event,
-    ) -> None:
-        try:
-            callback(name, value, address)
-        except Exception:
-            log.exception("command callback for %s failed", name, extra=extra)
-        finally:
-            finished.set()
 
 
 class NodeReplica:
@@ -263,6 +101,7 @@ class NodeReplica:
         protocol.check_address(controller)
         self.submit_depth = max(1, submit_depth)
         self.node_id = check_node_id(node_id)  # one rule for ids: raises ValidationError
+        self.log = log.for_node(self.node_id)
         #: with a show key the node dials with TLS and proves it holds the key
         self.key = key
         self.controller = secure(controller, key)
@@ -270,7 +109,6 @@ class NodeReplica:
         self.beat_interval = beat_interval
         self.request_timeout = request_timeout
         self.max_command_age = max_command_age
-        self.cue_interval = 1.0 / cue_status_hz
         origin, self._secret = protocol.new_origin(node_id)
         self.outbox = Outbox(node_id, outbox_size, origin)
         self.submitter = SubmitterCore(self.outbox, node_id)
@@ -278,13 +116,8 @@ class NodeReplica:
         self.commands.callback = command_callback
         self.commands.on_fired = self._report_fired
         self.restore_callback = restore_callback
-        #: why the engine must restore once caught up (None: nothing owed)
-        self._restore_owed: str | None = None
-        #: commands to fire once the owed restore is delivered
-        self._held: list[Event] = []
-        self._resyncs_seen = 0
-        #: a restore that found no callback set (`set_restore_callback` delivers it late)
-        self._restore_missed: str | None = None
+        #: the restore owed to the engine and the commands held for it
+        self.restores = RestoreGate()
         self.core: ReplicaCore | None = None
         #: the replica file (with --db): it keeps following in memory if the file fails
         self._file: ReplicaFile | None = None
@@ -292,9 +125,8 @@ class NodeReplica:
         self._task: asyncio.Task[None] | None = None
         self._fetch_wake = asyncio.Event()
         self._outbox_wake = asyncio.Event()
-        self._coalesce: dict[str, tuple[Operation, list[concurrent.futures.Future[int]]]] = {}
-        self._coalesce_lock = threading.Lock()
-        self._last_sent: dict[str, float] = {}
+        #: held-back progress updates, at most `cue_status_hz` per key
+        self.coalescer = Coalescer(self.outbox, 1.0 / cue_status_hz)
         self._reachable = False
         #: said once: another live process holds this node id
         self._id_refused = False
@@ -322,9 +154,6 @@ class NodeReplica:
     def digest(self) -> str:
         return self.core.digest() if self.core is not None else ""
 
-    def _extra(self) -> dict[str, Any]:
-        return {"node": self.node_id, "seq": self.applied_seq}
-
     # ------------------------------------------------------------------ sending (any thread)
 
     def submit(self, op: Operation, key: str | None = None) -> concurrent.futures.Future[int]:
@@ -335,14 +164,7 @@ class NodeReplica:
         a progress update still held back for that key is superseded by this operation, so it
         can never arrive after it (a progress after its cue's remove, say).
         """
-        if key is None:
-            return self.outbox.put(op)
-        with self._coalesce_lock:
-            held = self._coalesce.pop(key, None)
-            sent = self.outbox.put(op)
-        if held is not None:
-            _chain(sent, held[1])
-        return sent
+        return self.coalescer.put(op, key)
 
     def submit_coalesced(self, key: str, op: Operation) -> concurrent.futures.Future[int]:
         """Like `submit`, but at most `cue_status_hz` per key; the latest value wins.
@@ -350,39 +172,15 @@ class NodeReplica:
         An update within the interval is held (replacing any held one) and sent when the
         interval ends; every caller's future gets the seq of the value that was sent.
         """
-        op = validate_operation(op)
-        future: concurrent.futures.Future[int] = concurrent.futures.Future()
-        now = time.monotonic()
-        with self._coalesce_lock:
-            held = self._coalesce.get(key)
-            if held is not None:
-                self._coalesce[key] = (op, [*held[1], future])
-                return future
-            last = self._last_sent.get(key, -1e9)
-            loop = self._loop
-            if now - last >= self.cue_interval or loop is None or loop.is_closed():
-                self._last_sent[key] = now
-                return self.outbox.put(op, validated=True)
-            if len(self.outbox) >= self.outbox.maxsize:
-                raise OutboxFull(f"node {self.node_id}: outbox full")
-            self._coalesce[key] = (op, [future])
-        delay = last + self.cue_interval - now
-        loop.call_soon_threadsafe(loop.call_later, delay, self._flush_key, key)
+        loop = self._loop
+        running = loop is not None and not loop.is_closed()
+        future, delay = self.coalescer.put_latest(key, op, time.monotonic(), running)
+        if delay is not None and loop is not None:
+            loop.call_soon_threadsafe(loop.call_later, delay, self._flush_key, key)
         return future
 
     def _flush_key(self, key: str) -> None:
-        with self._coalesce_lock:
-            held = self._coalesce.pop(key, None)
-            if held is None:
-                return
-            self._last_sent[key] = time.monotonic()
-            try:
-                sent = self.outbox.put(held[0], validated=True)
-            except CuelogError as exc:
-                for fut in held[1]:
-                    fut.set_exception(exc)
-                return
-        _chain(sent, held[1])
+        self.coalescer.flush(key, time.monotonic())
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -441,18 +239,18 @@ class NodeReplica:
         contexts: list[Any] = []
         try:
             if store.head:
-                log.info(
+                self.log.info(
                     "resuming from replica file %s at seq %d (log %s)",
                     self.db,
                     store.head,
                     store.log_id,
-                    extra=self._extra(),
+                    seq=self.applied_seq,
                 )
-            log.info(
+            self.log.info(
                 "dialing controller %s (events %s)",
                 self.controller,
                 events_addr,
-                extra=self._extra(),
+                seq=self.applied_seq,
             )
             req.dial(self.controller, block=False)
             sub.dial(events_addr, block=False)
@@ -472,13 +270,8 @@ class NodeReplica:
         finally:
             close_all(contexts, req, sub)
             self.commands.close()
-            with self._coalesce_lock:
-                held, self._coalesce = self._coalesce, {}
-            for _, futures in held.values():
-                for fut in futures:
-                    if not fut.done():
-                        fut.set_exception(CuelogError(f"node {self.node_id} stopped"))
-            log.info("node stopped", extra=self._extra())
+            self.coalescer.drop(CuelogError(f"node {self.node_id} stopped"))
+            self.log.info("node stopped", seq=self.applied_seq)
             if self._file is not None:
                 self.core = None
                 self._file.elog.close()
@@ -492,26 +285,24 @@ class NodeReplica:
 
     # ------------------------------------------------------------------ tasks
 
-    async def _request(self, ctx: Any, msg: dict[str, Any]) -> dict[str, Any] | None:
+    async def _request(self, ctx: Any, msg: Message) -> Reply | None:
         return (await self._sized_request(ctx, msg))[0]
 
-    async def _sized_request(
-        self, ctx: Any, msg: dict[str, Any]
-    ) -> tuple[dict[str, Any] | None, int]:
+    async def _sized_request(self, ctx: Any, msg: Message) -> tuple[Reply | None, int]:
         """The reply to `msg` (None if it failed) and its size in bytes."""
         try:
             async with asyncio.timeout(self.request_timeout):
-                await guarded(ctx.asend(dumps(msg)))
+                await guarded(ctx.asend(messages.encode(msg)))
                 raw = await guarded(ctx.arecv())
         except TimeoutError:
             return None, 0
         except pynng.NNGException as exc:
-            log.debug("request %s failed: %s", msg.get("k"), exc, extra=self._extra())
+            self.log.debug("%s failed: %s", type(msg).__name__, exc, seq=self.applied_seq)
             return None, 0
         try:
-            return protocol.decode(raw, limit=protocol.NNG_MAX_BYTES), len(raw)
+            return messages.parse_reply(raw, protocol.NNG_MAX_BYTES), len(raw)
         except ProtocolError as exc:
-            log.warning("bad reply to %s: %s", msg.get("k"), exc, extra=self._extra())
+            self.log.warning("bad reply to %s: %s", type(msg).__name__, exc, seq=self.applied_seq)
             return None, 0
 
     def _fire(self, events: list[Event]) -> None:
@@ -522,9 +313,7 @@ class NodeReplica:
                 with contextlib.suppress(CuelogError):
                     self.outbox.put(pong)
                 continue
-            if self._restore_owed is not None:
-                self._held.append(event)  # fired once the engine has restored
-            else:
+            if not self.restores.hold(event):  # held: fired once the engine has restored
                 self.commands.push(event)
 
     def _report_fired(self, event: Event) -> None:
@@ -539,42 +328,33 @@ class NodeReplica:
         try:
             self.outbox.put(op)
         except CuelogError as exc:
-            log.warning("could not report firing: %s", exc, extra=self._extra())
+            self.log.warning("could not report firing: %s", exc, seq=self.applied_seq)
 
     def _start_session(self, resumed: bool) -> None:
         """A new session of `core`: the engine is owed a restore once it caught up."""
         assert self.core is not None
-        self._restore_owed = "restart" if resumed else "start"
-        self._resyncs_seen = self.core.resyncs
-        self._held = []
+        self.restores.start(resumed, self.core.resyncs)
 
     def _need_hello(self) -> None:
         """Say hello again before anything else (a new connection, or the id changed hands)."""
         if self.core is not None:
-            self.core.need_hello = True
+            self.core.say_hello_again()
         if self._welcomed is not None:
             self._welcomed.clear()
         self._fetch_wake.set()
 
     def _note_resync(self) -> None:
-        core = self.core
-        if core is not None and core.resyncs != self._resyncs_seen:
-            self._resyncs_seen = core.resyncs
-            self._restore_owed = "resync"
+        if self.core is not None:
+            self.restores.note(self.core.resyncs)
 
     def _deliver_restore(self) -> None:
         """The replica caught up: queue the owed restore, then the commands held for it."""
         core = self.core
-        why = self._restore_owed
-        assert core is not None and why is not None
-        self._restore_owed = None
+        assert core is not None
         callback = self.restore_callback
-        if callback is not None:
-            self._restore_missed = None
+        why, held = self.restores.deliver(callback is not None)
+        if callback is not None and why is not None:
             self.commands.push_restore(callback, core.state.copy(), why)
-        else:
-            self._restore_missed = why
-        held, self._held = self._held, []
         for event in held:
             self.commands.push(event)
 
@@ -588,20 +368,21 @@ class NodeReplica:
                 loop.call_soon_threadsafe(self._late_restore)
 
     def _late_restore(self) -> None:
-        why, callback, core = self._restore_missed, self.restore_callback, self.core
-        if why is None or callback is None or core is None or self._restore_owed is not None:
+        callback, core = self.restore_callback, self.core
+        if callback is None or core is None:
             return
-        self._restore_missed = None
-        self.commands.push_restore(callback, core.state.copy(), why)
+        why = self.restores.late()
+        if why is not None:
+            self.commands.push_restore(callback, core.state.copy(), why)
 
     def _after_input(self) -> None:
         core = self.core
         assert core is not None
         self._note_resync()
-        if core.synced and self._restore_owed is not None:
+        if core.synced and self.restores.owed is not None:
             self._deliver_restore()
         if core.synced and not self.synced.is_set():
-            log.info("in sync with the controller", extra=self._extra())
+            self.log.info("in sync with the controller", seq=self.applied_seq)
             self.synced.set()
         if core.need_hello or core.applied < core.known_head or core.pending:
             self._fetch_wake.set()
@@ -613,23 +394,21 @@ class NodeReplica:
         while True:
             if core.need_hello:
                 reply = await self._request(ctx, core.hello())
-                if reply is not None and reply.get("rule") in (Rule.ID_IN_USE, Rule.ORIGIN_IN_USE):
+                if isinstance(reply, Error) and reply.rule in (Rule.ID_IN_USE, Rule.ORIGIN_IN_USE):
                     if not self._id_refused:
                         self._id_refused = True
-                        log.error(
-                            "%s; waiting until it is gone", reply.get("error"), extra=self._extra()
-                        )
+                        self.log.error("%s; waiting until it is gone", reply.error)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
                     continue
-                if reply is None or reply.get("k") != "welcome":
+                if not isinstance(reply, Welcome):
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
                     continue
                 try:
                     core.on_welcome(reply, time.monotonic())
                 except ProtocolError as exc:
-                    log.warning("bad welcome: %s", exc, extra=self._extra())
+                    self.log.warning("bad welcome: %s", exc, seq=self.applied_seq)
                     continue
                 backoff = 0.1
                 if self._welcomed is not None:
@@ -648,75 +427,37 @@ class NodeReplica:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    async def _catch_up(self, fetch: dict[str, Any], contexts: list[Any]) -> bool:
-        """Run `fetch` and, while the replies say there is more, keep up to
-        ``len(contexts) - 1`` further chunks in flight while this one is applied, so the
-        controller reads ahead while this node applies. False if a request failed.
-
-        The controller cuts a reply at ``protocol.MAX_FRAME_BYTES``, so a reply may hold fewer
-        events than asked for: the chunks asked for next are then as many events as that cut
-        reply held (big events: every chunk is one reply's worth, and none leaves a hole). A
-        hole left all the same (event sizes vary) ends this round once the chunks in flight
-        landed; the next round fetches it. Chunks grow back while replies stay small."""
+    async def _catch_up(self, fetch: Fetch, contexts: list[Any]) -> bool:
+        """Run `fetch` and the further chunks `CatchUp` asks for, up to ``len(contexts) - 1``
+        of them in flight while a reply is applied. False if a request failed."""
         core = self.core
         assert core is not None
         free = list(contexts)
-        # when events after a hole are buffered, the hole is what this round fetches
-        hole_end = min(core.pending) - 1 if core.pending else None
-        span = core.fetch_limit
-        first = fetch
-        asked: tuple[int, int] | None = None
-        if isinstance(fetch.get("after"), int) and isinstance(fetch.get("limit"), int):
-            asked = (fetch["after"], fetch["limit"])
-        base = {k: v for k, v in fetch.items() if k not in ("after", "limit")}
+        plan = CatchUp(fetch, core.fetch_limit, min(core.pending) - 1 if core.pending else None)
         ctx = free.pop()
-        reply, size = await self._sized_request(ctx, first)
+        reply, size = await self._sized_request(ctx, fetch)
         free.append(ctx)
-        inflight: collections.deque[
-            tuple[Any, tuple[int, int], asyncio.Task[tuple[dict[str, Any] | None, int]]]
-        ]
+        inflight: collections.deque[tuple[Any, Fetch, asyncio.Task[tuple[Reply | None, int]]]]
         inflight = collections.deque()
-        asked_end = -1 if asked is None else sum(asked)
-        cut = False
         try:
             while reply is not None:
-                last, head = reply.get("last"), reply.get("head")
-                if (
-                    reply.get("k") == "events"
-                    and isinstance(last, int)
-                    and isinstance(head, int)
-                    and asked is not None
-                ):
-                    q_after, q_limit = asked
-                    q_end = q_after + q_limit
-                    if last < min(head, q_end):  # cut by bytes
-                        span = max(1, last - q_after)
-                        if asked_end > q_end:
-                            cut = True  # the chunks in flight start past a hole
-                        else:
-                            asked_end = last
-                    elif size * 2 * 6 <= protocol.MAX_FRAME_BYTES:
-                        span = min(core.fetch_limit, 2 * span)  # far from the cut: grow back
-                    goal = head if hole_end is None else min(head, hole_end)
-                    while free and not cut and asked_end < goal:
-                        limit = min(core.fetch_limit, span, goal - asked_end)
-                        ctx = free.pop()
-                        ask = {**base, "after": asked_end, "limit": limit}
-                        task = asyncio.ensure_future(self._sized_request(ctx, ask))
-                        inflight.append((ctx, (asked_end, limit), task))
-                        asked_end += limit
+                for ask in plan.on_reply(reply, size, len(free)):
+                    ctx = free.pop()
+                    task = asyncio.ensure_future(self._sized_request(ctx, ask))
+                    inflight.append((ctx, ask, task))
                 try:
                     self._fire(core.on_fetch_reply(reply, time.monotonic()))
                 except (ProtocolError, CuelogError) as exc:
-                    log.warning("bad fetch reply: %s", exc, extra=self._extra())
+                    self.log.warning("bad fetch reply: %s", exc, seq=self.applied_seq)
                     break
                 self._after_input()
                 if not inflight:
                     return True
-                ctx, asked, pending = inflight.popleft()
+                ctx, ask, pending = inflight.popleft()
+                plan.answering(ask)
+                core.on_fetch_sent()
                 reply, size = await pending
                 free.append(ctx)
-                core.fetching = True
         finally:
             for _, _, task in inflight:
                 task.cancel()
@@ -729,10 +470,10 @@ class NodeReplica:
         while True:
             raw = await guarded(sub.arecv())
             try:
-                msg = protocol.decode(raw, limit=protocol.NNG_MAX_BYTES)
+                msg = messages.parse_frame(raw, protocol.NNG_MAX_BYTES)
                 self._fire(core.on_frame(msg, time.monotonic()))
             except (ProtocolError, CuelogError) as exc:
-                log.warning("dropped a bad frame: %s", exc, extra=self._extra())
+                self.log.warning("dropped a bad frame: %s", exc, seq=self.applied_seq)
             self._after_input()
 
     async def _beats(self, ctx: Any) -> None:
@@ -746,7 +487,7 @@ class NodeReplica:
                 core.on_beat_reply(beat, reply, time.monotonic())
                 if core.need_hello and not wanted:
                     self._need_hello()
-                if reply is not None and reply.get("k") == "ok":
+                if isinstance(reply, Ok):
                     self._after_input()
             if self._file is not None and not self._file.healthy:
                 self._file.retry()  # a failing replica file is caught up even when idle
@@ -821,40 +562,24 @@ class NodeReplica:
             connected = len(req.pipes) > 0
             now = time.monotonic()
             if connected and not self._reachable:
-                log.info("connected to controller %s", self.controller, extra=self._extra())
+                self.log.info("connected to controller %s", self.controller, seq=self.applied_seq)
                 interval = 1.0
             elif not connected and self._reachable:
-                log.warning(
-                    "lost the controller %s; redialing", self.controller, extra=self._extra()
+                self.log.warning(
+                    "lost the controller %s; redialing", self.controller, seq=self.applied_seq
                 )
                 quiet_until = now + interval
             elif not connected and now >= quiet_until and now - started > 0.5:
                 why = await asyncio.to_thread(diagnose, self.controller, self.key)
                 self.unreachable_why = why
-                log.warning(
+                self.log.warning(
                     "controller %s not reachable%s; still trying (next note in %.0f s)",
                     self.controller,
                     f": {why}" if why else "",
                     interval,
-                    extra=self._extra(),
+                    seq=self.applied_seq,
                 )
                 now = time.monotonic()
                 quiet_until = now + interval
                 interval = min(interval * 2, 30.0)
             self._reachable = connected
-
-
-def _chain(
-    source: concurrent.futures.Future[int], targets: list[concurrent.futures.Future[int]]
-) -> None:
-    """Resolve every future in `targets` the way `source` resolves."""
-
-    def done(result: concurrent.futures.Future[int]) -> None:
-        exc = result.exception()
-        for fut in targets:
-            if exc is not None:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(result.result())
-
-    source.add_done_callback(done)

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from eventlog import CuelogError, Operation, ValidationError, dumps, validate_operation
 from replicas import protocol
+from replicas.messages import Acks, Chain, Error, Reply, Submit
 from replicas.protocol import HELLO_RULES, Rule
 
 SUBMIT_BATCH: Final = 1000
@@ -118,9 +119,7 @@ class Outbox:
                         break
             return [self._items[i] for i in range(start, end)]
 
-    def next_submit(
-        self, node_id: str, start: int = 0
-    ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], concurrent.futures.Future[int]]]] | None:
+    def next_submit(self, node_id: str, start: int = 0) -> tuple[Submit, Items] | None:
         """The next ``submit`` request and its items: the ops queued from position `start`, at
         most `SUBMIT_BATCH` of them and `SUBMIT_BYTES` encoded (at least one), chained after
         the op before them. Always under the controller's ``protocol.MAX_REQUEST_BYTES``."""
@@ -128,9 +127,8 @@ class Outbox:
         if not items:
             return None
         first, last = items[0][0]["op_id"][1], items[-1][0]["op_id"][1]
-        chain = {"origin": self.origin, "prev": first - 1, "last": last, "head": start == 0}
-        msg = {"k": "submit", "node": node_id, "chain": chain, "ops": [wire for wire, _ in items]}
-        return msg, items
+        chain = Chain(self.origin, first - 1, last, start == 0)
+        return Submit(node_id, [wire for wire, _ in items], chain), items
 
     def drop(self, count: int) -> None:
         with self._lock:
@@ -162,7 +160,7 @@ class SubmitterCore:
         self.sent = 0
         self.backoff = BACKOFF_MIN
 
-    def next_submit(self) -> tuple[dict[str, Any], Items] | None:
+    def next_submit(self) -> tuple[Submit, Items] | None:
         """The next submit to send (after those in flight), or None."""
         found = self.outbox.next_submit(self.node_id, self.sent)
         if found is not None:
@@ -174,11 +172,11 @@ class SubmitterCore:
         """Whether ops were queued that are not in flight yet."""
         return len(self.outbox) > self.sent
 
-    def on_reply(self, items: Items, reply: dict[str, Any] | None) -> Verdict:
+    def on_reply(self, items: Items, reply: Reply | None) -> Verdict:
         """The reply to the oldest submit in flight (None: none came in time)."""
-        rule = reply.get("rule") if reply is not None else None
+        rule = reply.rule if isinstance(reply, Error) else None
         hello = rule in HELLO_RULES
-        if reply is not None and not (reply.get("k") == "error" and rule in RETRY_RULES):
+        if reply is not None and rule not in RETRY_RULES:
             self.backoff = BACKOFF_MIN
             self.outbox.drop(len(items))
             self.sent -= len(items)
@@ -189,10 +187,10 @@ class SubmitterCore:
         delay, self.backoff = self.backoff, min(self.backoff * 2, BACKOFF_MAX)
         return Verdict(resend=True, delay=delay, hello=hello)
 
-    def on_late_reply(self, items: Items, reply: dict[str, Any] | None) -> None:
+    def on_late_reply(self, items: Items, reply: Reply | None) -> None:
         """A reply to a submit that was in flight behind a failed one: its acks count (its
         ops are sent again all the same; the same op ids get the same seqs back)."""
-        if reply is not None and reply.get("k") == "acks":
+        if isinstance(reply, Acks):
             settle_acks(items, reply)
 
     def resend_from_oldest(self) -> None:
@@ -200,11 +198,14 @@ class SubmitterCore:
         self.sent = 0
 
 
-def settle_acks(items: Items, reply: dict[str, Any]) -> None:
+def settle_acks(items: Items, reply: Reply) -> None:
     """Resolve the futures of a submit's ops from its reply (already resolved ones stay)."""
-    results = reply.get("results") if reply.get("k") == "acks" else None
-    if not isinstance(results, list) or len(results) != len(items):
-        results = [reply] * len(items)
+    if isinstance(reply, Acks) and len(reply.results) == len(items):
+        results: list[Any] = reply.results
+    elif isinstance(reply, Error):
+        results = [{"error": reply.error, "rule": reply.rule}] * len(items)
+    else:
+        results = [{"error": f"the controller answered {type(reply).__name__}"}] * len(items)
     for (_, fut), result in zip(items, results, strict=True):
         if fut.done():
             continue
@@ -214,3 +215,90 @@ def settle_acks(items: Items, reply: dict[str, Any]) -> None:
             fut.set_exception(
                 OperationRefused(result if isinstance(result, dict) else {"error": repr(result)})
             )
+
+
+class Coalescer:
+    """Progress updates held back per key (``cue:<id>``): at most one every `interval`
+    seconds, the latest value wins, and every caller's future gets the seq of the value that
+    was sent. An operation put with the same key supersedes a held one, so a progress can
+    never arrive after the cue's remove. Thread-safe; the caller owns the timer."""
+
+    def __init__(self, outbox: Outbox, interval: float) -> None:
+        self.outbox = outbox
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[Operation, list[concurrent.futures.Future[int]]]] = {}
+        self._last_sent: dict[str, float] = {}
+
+    def put(self, op: Operation, key: str | None) -> concurrent.futures.Future[int]:
+        """Queue `op` now; a held update of `key` is superseded by it."""
+        if key is None:
+            return self.outbox.put(op)
+        with self._lock:
+            held = self._held.pop(key, None)
+            sent = self.outbox.put(op)
+        if held is not None:
+            _resolve_like(sent, held[1])
+        return sent
+
+    def put_latest(
+        self, key: str, op: Operation, now: float, timer: bool
+    ) -> tuple[concurrent.futures.Future[int], float | None]:
+        """Queue `op` now, or hold it: ``(future, delay)``, delay None when it was queued,
+        else the seconds after which the caller calls `flush` (once per held key). Without
+        a `timer` it is always queued."""
+        op = validate_operation(op)
+        future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        with self._lock:
+            held = self._held.get(key)
+            if held is not None:
+                self._held[key] = (op, [*held[1], future])
+                return future, None
+            last = self._last_sent.get(key, -1e9)
+            if now - last >= self.interval or not timer:
+                self._last_sent[key] = now
+                return self.outbox.put(op, validated=True), None
+            if len(self.outbox) >= self.outbox.maxsize:
+                raise OutboxFull(f"node {self.outbox.node_id}: outbox full")
+            self._held[key] = (op, [future])
+        return future, last + self.interval - now
+
+    def flush(self, key: str, now: float) -> None:
+        """The interval of `key` ended: queue its held update, if any."""
+        with self._lock:
+            held = self._held.pop(key, None)
+            if held is None:
+                return
+            self._last_sent[key] = now
+            try:
+                sent = self.outbox.put(held[0], validated=True)
+            except CuelogError as exc:
+                for fut in held[1]:
+                    fut.set_exception(exc)
+                return
+        _resolve_like(sent, held[1])
+
+    def drop(self, why: Exception) -> None:
+        """Fail every held update with `why` (the node stopped)."""
+        with self._lock:
+            held, self._held = self._held, {}
+        for _, futures in held.values():
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(why)
+
+
+def _resolve_like(
+    source: concurrent.futures.Future[int], targets: list[concurrent.futures.Future[int]]
+) -> None:
+    """Resolve every future in `targets` the way `source` resolves."""
+
+    def done(result: concurrent.futures.Future[int]) -> None:
+        exc = result.exception()
+        for fut in targets:
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result.result())
+
+    source.add_done_callback(done)

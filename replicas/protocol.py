@@ -53,14 +53,10 @@ seqs, ts, digest), always under ``ENVELOPE_BYTES`` (4 KiB).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import itertools
-import math
 import operator
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Final
 
@@ -68,15 +64,9 @@ import orjson
 
 from eventlog import (
     MAX_DATA_BYTES,
-    DecodeError,
     Event,
     InputError,
-    Snapshot,
-    ValidationError,
-    check_node_id,
     dumps,
-    event_from_dict,
-    loads,
 )
 from eventlog.operation import MAX_ORIGIN_LEN, MAX_SENDER_LEN, MAX_TARGET_LEN
 
@@ -143,6 +133,8 @@ class Rule(StrEnum):
     NOT_YOURS = "not-yours"
     FOREIGN_LOG = "foreign-log"
     SNAPSHOT_GONE = "snapshot-gone"
+    #: a fetch after a seq past the controller's head
+    AHEAD = "ahead-of-head"
     STATE_GONE = "state-gone"
 
 
@@ -203,59 +195,9 @@ def check_address(address: str) -> str:
     return address
 
 
-def decode(raw: bytes, limit: int = MAX_REQUEST_BYTES) -> dict[str, Any]:
-    """Bytes -> a message dict with a string ``k``. Raises `ProtocolError`."""
-    if len(raw) > limit:
-        raise ProtocolError(f"message of {len(raw)} bytes is over the {limit}-byte limit")
-    try:
-        value = loads(raw)
-    except DecodeError as exc:
-        raise ProtocolError(str(exc)) from None
-    if not isinstance(value, dict):
-        raise ProtocolError("a message must be a JSON object")
-    kind = value.get("k")
-    if not isinstance(kind, str):
-        raise ProtocolError("a message needs a string kind 'k'")
-    return value
-
-
-def field(
-    msg: Mapping[str, Any], name: str, kind: type | tuple[type, ...], *, optional: bool = False
-) -> Any:
-    """One checked field of a message."""
-    if name not in msg or msg[name] is None:
-        if optional:
-            return None
-        raise ProtocolError(f"{msg.get('k')!r} message needs {name!r}")
-    value = msg[name]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool) and bool not in kinds:
-        raise ProtocolError(f"{name!r} has the wrong type")
-    if not isinstance(value, kinds):
-        raise ProtocolError(f"{name!r} has the wrong type")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ProtocolError(f"{name!r} must be finite")
-    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
-        raise ProtocolError(f"{name!r} must not be negative")
-    return value
-
-
-def node_id(msg: Mapping[str, Any]) -> str:
-    """The request's ``node``, checked by the one node-id rule (`eventlog.check_node_id`)."""
-    value: str = field(msg, "node", str)
-    try:
-        return check_node_id(value)
-    except ValidationError as exc:
-        raise ProtocolError(f"'node': {exc.detail}") from None
-
-
 def clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     """`text`, cut to `limit` characters (an error may quote a huge input)."""
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
-def error(text: str, rule: str = Rule.BAD_REQUEST, **extra: Any) -> dict[str, Any]:
-    return {"k": "error", "error": clip(text, MAX_ERROR_REPLY_CHARS), "rule": rule, **extra}
 
 
 def compact(event: Event) -> dict[str, Any]:
@@ -372,63 +314,3 @@ def _frame_part(
         "events": items[start:end],
     }
     return frame, dumps(frame)
-
-
-def snapshot_reply(log_id: str, snap: Snapshot, head: int, offset: int = 0) -> dict[str, Any]:
-    """One chunk of `snap`'s encoded state from `offset`: ``SNAPSHOT_CHUNK_BYTES`` of it at most,
-    base64. ``size`` is the whole encoding's length; the node asks for the next chunk at
-    ``offset + its length`` until it has them all."""
-    size = len(snap.state)
-    if offset > size:
-        raise ProtocolError(f"offset {offset} is past the snapshot's {size} bytes")
-    chunk = snap.state[offset : offset + SNAPSHOT_CHUNK_BYTES]
-    return {
-        "k": "snapshot",
-        "log": log_id,
-        "seq": snap.seq,
-        "ts": snap.ts,
-        "digest": snap.digest,
-        "head": head,
-        "size": size,
-        "offset": offset,
-        "chunk": base64.b64encode(chunk).decode("ascii"),
-    }
-
-
-def snapshot_chunk(msg: Mapping[str, Any]) -> tuple[int, int, bytes]:
-    """``(size, offset, chunk bytes)`` of a ``snapshot`` reply, checked."""
-    size: int = field(msg, "size", int)
-    offset: int = field(msg, "offset", int)
-    text: str = field(msg, "chunk", str)
-    try:
-        chunk = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ProtocolError("a snapshot chunk must be base64") from None
-    if offset + len(chunk) > size or (not chunk and offset < size):
-        raise ProtocolError(f"snapshot chunk {offset}+{len(chunk)} does not fit its size {size}")
-    return size, offset, chunk
-
-
-def heartbeat_frame(log_id: str, head: int, ts: float) -> dict[str, Any]:
-    return {"k": "hb", "log": log_id, "head": head, "ts": ts}
-
-
-def decode_events(msg: Mapping[str, Any]) -> tuple[str, list[Event]]:
-    """The events of an ``ev`` frame or ``events`` reply, checked to be consecutive."""
-    log_id: str = field(msg, "log", str)
-    raw = field(msg, "events", list)
-    if len(raw) > MAX_FRAME_EVENTS:
-        raise ProtocolError(f"frame has {len(raw)} events, more than {MAX_FRAME_EVENTS}")
-    try:
-        events = [event_from_dict(item, log_id) for item in raw]
-    except DecodeError as exc:
-        raise ProtocolError(f"bad event in frame: {exc}") from None
-    for before, after in itertools.pairwise(events):
-        if after.seq != before.seq + 1:
-            raise ProtocolError("events in a frame must be consecutive")
-    if events:
-        first = field(msg, "first", int)
-        last = field(msg, "last", int)
-        if (first, last) != (events[0].seq, events[-1].seq):
-            raise ProtocolError("frame first/last do not match its events")
-    return log_id, events

@@ -18,9 +18,8 @@ its caller what to do next (`next_fetch`) and which commands to fire. Rules it n
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 from eventlog import (
     Event,
@@ -32,17 +31,23 @@ from eventlog import (
     fires,
     restore,
 )
-from replicas.protocol import (
-    HELLO_RULES,
-    MAX_FRAME_EVENTS,
-    ProtocolError,
-    Rule,
-    decode_events,
-    field,
-    snapshot_chunk,
+from eventlog.logctx import ComponentLog
+from replicas.messages import (
+    Beat,
+    Error,
+    Ev,
+    Events,
+    Fetch,
+    Hb,
+    Hello,
+    Ok,
+    Reply,
+    SnapshotChunk,
+    Welcome,
+    chunk_bytes,
+    events_of,
 )
-
-log = logging.getLogger("cuelog.replica")
+from replicas.protocol import HELLO_RULES, MAX_FRAME_EVENTS, ProtocolError, Rule
 
 DEFAULT_MAX_PENDING: Final = 50_000
 #: beats in a row without an answer after which the node says hello again
@@ -134,6 +139,7 @@ class ReplicaCore:
         secret: str = "",
     ) -> None:
         self.node_id = node_id
+        self.log = ComponentLog("cuelog.replica", node_id)
         #: this process's claim on the id (its op-id origin): one live process per id
         self.instance = instance
         #: proves `instance` at hello (`protocol.origin_of`); never sent elsewhere
@@ -189,32 +195,18 @@ class ReplicaCore:
             and (self.applied >= self.known_head)
         )
 
-    def _extra(self, seq: int | None = None) -> dict[str, Any]:
-        return {"node": self.node_id, "seq": self.applied if seq is None else seq}
-
     # ---------------------------------------------------------------- requests
 
-    def hello(self) -> dict[str, Any]:
-        return {
-            "k": "hello",
-            "node": self.node_id,
-            "inst": self.instance,
-            "secret": self.secret or None,
-            "log": self.store.log_id or None,
-            "after": self.applied,
-        }
+    def hello(self) -> Hello:
+        held = self.store.log_id or None
+        return Hello(self.node_id, self.instance, self.secret or None, held, self.applied)
 
-    def beat(self) -> dict[str, Any]:
-        return {
-            "k": "beat",
-            "node": self.node_id,
-            "inst": self.instance,
-            "log": self.store.log_id or None,
-            "applied": self.applied,
-            "digest": self.digest(),
-        }
+    def beat(self) -> Beat:
+        return Beat(
+            self.node_id, self.applied, self.digest(), self.instance, self.store.log_id or None
+        )
 
-    def next_fetch(self) -> dict[str, Any] | None:
+    def next_fetch(self) -> Fetch | None:
         """The fetch request to send now, or None (nothing missing, or one is in flight)."""
         if self.need_hello or self.controller_log is None or self.fetching:
             return None
@@ -223,14 +215,13 @@ class ReplicaCore:
         if parts is not None:
             if parts.seq > applied and parts.log_id == self.controller_log:
                 self.fetching = True
-                return {
-                    "k": "fetch",
-                    "node": self.node_id,
-                    "log": self.controller_log,
-                    "after": applied,
-                    "snapshot": parts.seq,
-                    "offset": len(parts.data),
-                }
+                return Fetch(
+                    self.node_id,
+                    self.controller_log,
+                    applied,
+                    snapshot=parts.seq,
+                    offset=len(parts.data),
+                )
             self.partial = None  # the replica got past it meanwhile (or the log changed)
         if applied >= self.known_head and not self.pending:
             return None
@@ -238,27 +229,22 @@ class ReplicaCore:
         if end <= applied:
             return None
         self.fetching = True
-        return {
-            "k": "fetch",
-            "node": self.node_id,
-            "log": self.controller_log,
-            "after": applied,
-            "limit": min(self.fetch_limit, end - applied),
-        }
+        return Fetch(
+            self.node_id, self.controller_log, applied, limit=min(self.fetch_limit, end - applied)
+        )
 
     # ---------------------------------------------------------------- inputs
 
-    def _saw(self, head: int | None, ts: Any) -> None:
+    def _saw(self, head: int | None, ts: float) -> None:
         if head is not None and head > self.known_head:
             self.known_head = head
-        if isinstance(ts, int | float):
-            self.controller_ts = float(ts)
+        self.controller_ts = float(ts)
 
-    def _fresh_clock(self, ts: Any, now: float | None) -> None:
+    def _fresh_clock(self, ts: float, now: float | None) -> None:
         """A reading of the controller's clock that cannot have waited in a buffer (a reply
         to a request just made): it resets the estimate, so a controller clock stepped back
         (NTP) is followed within one heartbeat instead of silencing every command."""
-        if isinstance(ts, int | float) and now is not None:
+        if now is not None:
             self.offset = float(ts) - now
 
     def controller_now(self) -> float:
@@ -269,18 +255,16 @@ class ReplicaCore:
 
     def _full_resync(self, log_id: str, why: str) -> None:
         if self.store.head:
-            log.warning("full resync: %s", why, extra=self._extra())
+            self.log.warning("full resync: %s", why, seq=self.applied)
         self.resyncs += 1
         self.store.reset(log_id, None)
         self.pending.clear()
         self.partial = None
 
-    def on_welcome(self, msg: dict[str, Any], now: float | None = None) -> None:
+    def on_welcome(self, msg: Welcome, now: float | None = None) -> None:
         """The controller's answer to `hello`: its log id, head and clock."""
         self._now = now
-        log_id: str = field(msg, "log", str)
-        head: int = field(msg, "head", int)
-        tz = msg.get("tz")
+        log_id, head, tz = msg.log, msg.head, msg.tz
         self.fetching = False
         changed = self.controller_log != log_id
         if changed:
@@ -310,142 +294,129 @@ class ReplicaCore:
         if self.live_from is None:
             self.live_from = head
         self.controller_log = log_id
-        if isinstance(tz, str) and tz:
+        if tz:
             self.store.set_show_tz(tz)  # the show's zone, for `replay` of this replica's file
         self.known_head = head if changed else max(head, self.known_head)
-        self._saw(head, msg.get("ts"))
-        self._fresh_clock(msg.get("ts"), now)
+        self._saw(head, msg.ts)
+        self._fresh_clock(msg.ts, now)
         self.need_hello = False
-        log.info(
+        self.log.info(
             "joined log %s at seq %d (controller head %d)",
             log_id,
             self.applied,
             head,
-            extra=self._extra(),
+            seq=self.applied,
         )
 
-    def on_frame(self, msg: dict[str, Any], now: float | None = None) -> list[Event]:
+    def on_frame(self, msg: Ev | Hb, now: float | None = None) -> list[Event]:
         """A frame from the event stream. Returns the commands to fire, in order."""
         self._now = now
-        kind = msg.get("k")
         if self.controller_log is None or self.need_hello:
             return []
-        log_id = field(msg, "log", str)
-        if log_id != self.controller_log:
-            log.warning(
-                "event stream now carries log %s: saying hello again", log_id, extra=self._extra()
+        if msg.log != self.controller_log:
+            self.log.warning(
+                "event stream now carries log %s: saying hello again", msg.log, seq=self.applied
             )
             self.need_hello = True
             return []
-        if kind == "hb":
-            self._saw(field(msg, "head", int), msg.get("ts"))
+        if isinstance(msg, Hb):
+            self._saw(msg.head, msg.ts)
             return []
-        if kind != "ev":
-            raise ProtocolError(f"unknown frame kind {kind!r}")
-        _, events = decode_events(msg)
-        self._saw(events[-1].seq if events else None, msg.get("ts"))
+        events = events_of(msg)
+        self._saw(events[-1].seq if events else None, msg.ts)
         return self._receive(events)
 
-    def on_fetch_reply(self, msg: dict[str, Any], now: float | None = None) -> list[Event]:
+    def on_fetch_reply(self, msg: Reply, now: float | None = None) -> list[Event]:
         """The answer to `next_fetch`'s request. Returns the commands to fire, in order."""
         self._now = now
         self.fetching = False
-        kind = msg.get("k")
-        if kind == "error":
-            log.warning("fetch refused: %s", msg.get("error"), extra=self._extra())
-            if msg.get("rule") in (Rule.FOREIGN_LOG, Rule.SNAPSHOT_GONE):
+        if isinstance(msg, Error):
+            self.log.warning("fetch refused: %s", msg.error, seq=self.applied)
+            if msg.rule in (Rule.FOREIGN_LOG, Rule.SNAPSHOT_GONE):
                 self.partial = None
-            if msg.get("rule") == Rule.FOREIGN_LOG:
+            if msg.rule == Rule.FOREIGN_LOG:
                 self.need_hello = True
             return []
-        log_id = field(msg, "log", str)
+        if not isinstance(msg, Events | SnapshotChunk):
+            raise ProtocolError(f"unexpected reply {type(msg).__name__} to fetch")
+        log_id = msg.log
         if log_id != self.controller_log:
             self.need_hello = True
             return []
-        self._saw(msg.get("head") if isinstance(msg.get("head"), int) else None, msg.get("ts"))
-        if kind == "snapshot":
-            seq: int = field(msg, "seq", int)
-            ts = float(field(msg, "ts", (int, float)))
-            dig: str = field(msg, "digest", str)
-            if seq <= self.applied:
-                self.partial = None
-                log.debug(
-                    "ignoring a snapshot at seq %d: already at %d",
-                    seq,
-                    self.applied,
-                    extra=self._extra(),
-                )
-                return self._drain()
-            if "state" in msg:  # the whole state in one reply (an older controller)
-                encoded = field(msg, "state", str).encode()
-            else:
-                size, offset, chunk = snapshot_chunk(msg)
-                parts = self.partial
-                if offset == 0:
-                    parts = self.partial = SnapshotParts(log_id, seq, ts, dig, size)
-                elif parts is None or not parts.follows(log_id, seq, dig, size, offset):
-                    self.partial = None
-                    raise ProtocolError(
-                        f"snapshot chunk at offset {offset} of seq {seq} follows nothing asked for"
-                    )
-                parts.data += chunk
-                if len(parts.data) < size:
-                    return []  # `next_fetch` asks for the next chunk
-                self.partial = None
-                encoded = bytes(parts.data)
-                if size > len(chunk):
-                    log.info(
-                        "snapshot at seq %d reassembled: %d bytes",
-                        seq,
-                        size,
-                        extra=self._extra(seq),
-                    )
-            snap = Snapshot(seq, ts, dig, encoded)
-            try:
-                self.store.reset(log_id, snap)
-            except Exception as exc:
-                raise ProtocolError(f"bad snapshot: {exc}") from None
-            for seq in [s for s in self.pending if s <= snap.seq]:
-                del self.pending[seq]
-            self.resyncs += 1
-            log.info("restored snapshot at seq %d", snap.seq, extra=self._extra(snap.seq))
+        self._saw(msg.head, msg.ts)
+        if isinstance(msg, Events):
+            return self._receive(events_of(msg))
+        seq, ts, dig, size, offset = msg.seq, msg.ts, msg.digest, msg.size, msg.offset
+        if seq <= self.applied:
+            self.partial = None
+            self.log.debug(
+                "ignoring a snapshot at seq %d: already at %d", seq, self.applied, seq=self.applied
+            )
             return self._drain()
-        if kind != "events":
-            raise ProtocolError(f"unexpected reply {kind!r} to fetch")
-        _, events = decode_events(msg)
-        return self._receive(events)
+        chunk = chunk_bytes(size, offset, msg.chunk)
+        parts = self.partial
+        if offset == 0:
+            parts = self.partial = SnapshotParts(log_id, seq, ts, dig, size)
+        elif parts is None or not parts.follows(log_id, seq, dig, size, offset):
+            self.partial = None
+            raise ProtocolError(
+                f"snapshot chunk at offset {offset} of seq {seq} follows nothing asked for"
+            )
+        parts.data += chunk
+        if len(parts.data) < size:
+            return []  # `next_fetch` asks for the next chunk
+        self.partial = None
+        encoded = bytes(parts.data)
+        if size > len(chunk):
+            self.log.info("snapshot at seq %d reassembled: %d bytes", seq, size, seq=seq)
+        snap = Snapshot(seq, ts, dig, encoded)
+        try:
+            self.store.reset(log_id, snap)
+        except Exception as exc:
+            raise ProtocolError(f"bad snapshot: {exc}") from None
+        for held in [s for s in self.pending if s <= snap.seq]:
+            del self.pending[held]
+        self.resyncs += 1
+        self.log.info("restored snapshot at seq %d", snap.seq, seq=snap.seq)
+        return self._drain()
 
-    def on_beat_reply(self, beat: dict[str, Any], reply: dict[str, Any] | None, now: float) -> None:
+    def on_beat_reply(self, beat: Beat, reply: Reply | None, now: float) -> None:
         """The answer to `beat` (None: none came in time). Sets `need_hello` when the replica
         must say hello again: the connection is new or the id changed hands (a hello rule),
         `MISSED_BEATS` beats went unanswered, the controller serves another log, or it holds
         less of this log than this replica did when it beat (restarted on an older file: the
         welcome sets the replica aside and follows the controller). Also a clock reading."""
-        if reply is not None and reply.get("rule") in HELLO_RULES:
+        if isinstance(reply, Error) and reply.rule in HELLO_RULES:
             self.need_hello = True
             return
-        if reply is None or reply.get("k") != "ok":
+        if not isinstance(reply, Ok):
             self.missed_beats += 1
             if self.missed_beats >= MISSED_BEATS:
                 self.need_hello = True
             return
         self.missed_beats = 0
-        head = reply.get("head")
-        if reply.get("log") != self.controller_log:
+        head = reply.head
+        if reply.log != self.controller_log:
             self.need_hello = True
-        elif isinstance(head, int) and not isinstance(head, bool):
+        else:
             self.known_head = max(self.known_head, head)
-            if head < beat.get("applied", 0):
+            if head < beat.applied:
                 self.need_hello = True
-        ts = reply.get("ts")
-        if isinstance(ts, int | float) and not isinstance(ts, bool):
-            self.on_clock(float(ts), now)
+        self.on_clock(reply.ts, now)
 
     def on_clock(self, controller_ts: float, now: float) -> None:
         """A controller time reading received at local time `now` (a beat reply)."""
         self._now = now
         self._saw(None, controller_ts)
         self._fresh_clock(controller_ts, now)
+
+    def say_hello_again(self) -> None:
+        """The connection is new, or the controller said so: hello before anything else."""
+        self.need_hello = True
+
+    def on_fetch_sent(self) -> None:
+        """A further fetch of the same catch-up round is in flight (`replicas.catchup`)."""
+        self.fetching = True
 
     def on_fetch_failed(self) -> None:
         """The fetch got no answer (timeout, lost connection): it may be asked again."""
@@ -496,15 +467,15 @@ class ReplicaCore:
             if event.op.type is not OperationType.COMMAND:
                 continue
             if not fires(event, reason):
-                log.info("not firing %s: %s", event.op.target, reason, extra=self._extra(event.seq))
+                self.log.info("not firing %s: %s", event.op.target, reason, seq=event.seq)
             elif event.seq <= live_from:
-                log.debug("history, not fired: %s", event.op.target, extra=self._extra(event.seq))
+                self.log.debug("history, not fired: %s", event.op.target, seq=event.seq)
             elif controller_now - event.ts > self.max_command_age:
-                log.warning(
+                self.log.warning(
                     "not firing %s: it is %.1f s old (this node was behind)",
                     event.op.target,
                     controller_now - event.ts,
-                    extra=self._extra(event.seq),
+                    seq=event.seq,
                 )
             else:
                 out.append(event)

@@ -14,7 +14,6 @@ failing is done when it recovers, before anything else is written to it.
 from __future__ import annotations
 
 import contextlib
-import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -32,8 +31,9 @@ from eventlog import (
     restore,
     take,
 )
+from eventlog.logctx import ComponentLog
 
-log = logging.getLogger("cuelog.node")
+log = ComponentLog("cuelog.node")
 
 #: how often (seconds) a failing file is tried again
 RETRY_INTERVAL: Final = 1.0
@@ -162,7 +162,8 @@ class ReplicaFile:
             "file is caught up when it can be",
             self.path,
             exc,
-            extra={"node": self.node_id, "seq": mem.seq},
+            node=self.node_id,
+            seq=mem.seq,
         )
         self._next_try = self._clock() + self.retry_interval
 
@@ -182,7 +183,8 @@ class ReplicaFile:
                 "snapshot of this node's state once it can be written",
                 self.path,
                 len(self._backlog),
-                extra={"node": self.node_id, "seq": self.head},
+                node=self.node_id,
+                seq=self.head,
             )
             self._drop_backlog()
             self._stale = True
@@ -221,14 +223,16 @@ class ReplicaFile:
                     "replica file %s still cannot be written: %s",
                     self.path,
                     exc,
-                    extra={"node": self.node_id, "seq": mem.seq},
+                    node=self.node_id,
+                    seq=mem.seq,
                 )
             return False
         log.info(
             "replica file %s is caught up and in use again (seq %d)",
             self.path,
             self.elog.head,
-            extra={"node": self.node_id, "seq": self.elog.head},
+            node=self.node_id,
+            seq=self.elog.head,
         )
         self._mem = None
         self._stale = self._aside_due = False

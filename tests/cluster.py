@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from replicas import Controller, NodeCommunications
-from replicas.client import ControllerClient
+from replicas.client import ControllerClient, ControllerUnreachable
 
 _tick = threading.Event()
 
@@ -91,7 +91,10 @@ def status(address: str) -> dict[str, Any]:
 
 
 def converged(address: str, ids: list[str]) -> bool:
-    st = status(address)
+    try:
+        st = status(address)
+    except ControllerUnreachable:  # still starting (a loaded machine takes seconds)
+        return False
     return all(
         st["nodes"].get(n, {}).get("online")
         and st["nodes"][n]["applied_seq"] == st["head_seq"]

@@ -10,7 +10,8 @@ from eventlog import DEFAULT_SNAPSHOT_EVERY, CuelogError, EventLog
 from gateway.server import DEFAULT_WS, Gateway, raise_open_files
 from gateway.session import Policy
 from replicas import DEFAULT_LISTEN, Controller
-from replicas.sequencer import DEFAULT_NODE_TIMEOUT, DEFAULT_TAIL_LIMIT
+from replicas.membership import DEFAULT_NODE_TIMEOUT
+from replicas.serving import DEFAULT_TAIL_LIMIT
 from tools import args as types
 
 

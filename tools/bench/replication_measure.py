@@ -33,7 +33,7 @@ from typing import Final
 
 from replicas.outbox import SUBMIT_BATCH
 from replicas.protocol import MAX_FRAME_EVENTS
-from replicas.sequencer import DEFAULT_TAIL_LIMIT
+from replicas.serving import DEFAULT_TAIL_LIMIT
 from tools.bench.baselines import commit_floor
 from tools.bench.common import (
     START_TIMEOUT,
