@@ -453,6 +453,7 @@ class Controller:
                     )
                     self._answer(admission.commit_failed(batch, str(exc)))
                     continue
+                core.record(committed)  # on the loop: the core is only ever written from here
                 events = committed.result.events
                 # nodes first: a GO's way to the nodes is the show's critical path
                 for wire in committed.wire:  # encoded by the commit, each under the byte cap
@@ -478,14 +479,16 @@ class Controller:
                 if events and (not admission.queue or now - self._digested >= DIGEST_INTERVAL):
                     # after the answers went out: a big show's digest costs milliseconds
                     self._digested = now
-                    await asyncio.to_thread(core.remember_digest)
+                    found = await asyncio.to_thread(core.digest_now)
+                    if found is not None:
+                        core.store_digest(*found)
 
     def _commit_checked(self, core: ControllerCore, batch: list[Prepared]) -> Committed:
         """(In a worker thread.) One group commit, with the log file checked before it and
         again before anything is acknowledged: an op committed into a deleted file would be
         gone after a restart, so it is never acknowledged."""
         self.files.check(core.elog)
-        committed = core.commit(batch, time.time(), digest=False)
+        committed = core.commit(batch, time.time(), record=False)
         self.files.check(core.elog)
         return committed
 

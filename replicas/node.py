@@ -322,7 +322,8 @@ class NodeReplica:
         core = self.core
         delay = None
         if core is not None and core.offset is not None:
-            delay = round((time.monotonic() + core.offset - event.ts) * 1000, 1)
+            # never below 0: the clock estimate may be off by a few ms, a command never early
+            delay = max(0.0, round((time.monotonic() + core.offset - event.ts) * 1000, 1))
         report = {"seq": event.seq, "command": event.op.target, "delay_ms": delay}
         op = Operation(OperationType.STATUS, ActionType.UPDATE, self.node_id, FIRED, report)
         try:

@@ -21,7 +21,6 @@ Rules it never breaks:
 from __future__ import annotations
 
 import bisect
-import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -126,7 +125,6 @@ class ControllerCore(Membership, CatchUpServer):
         super().__init__(node_timeout)
         self.tail_limit = tail_limit
         self.log_id = elog.log_id
-        self._ring_lock = threading.Lock()
         self._digests: OrderedDict[int, str] = OrderedDict()
         self._commit_seqs: list[int] = []
         self._commit_ts: list[float] = []
@@ -148,34 +146,33 @@ class ControllerCore(Membership, CatchUpServer):
         return self._head
 
     def _remember(self, seq: int, dig: str | None, ts: float) -> None:
-        # commits run in a worker thread while the event loop reads the rings: one lock
-        with self._ring_lock:
-            if dig is not None:
-                self._store_digest(seq, dig)
-            self._commit_seqs.append(seq)
-            self._commit_ts.append(ts)
-            if len(self._commit_seqs) > 2 * DIGEST_RING:
-                del self._commit_seqs[:DIGEST_RING]
-                del self._commit_ts[:DIGEST_RING]
+        if dig is not None:
+            self.store_digest(seq, dig)
+        self._commit_seqs.append(seq)
+        self._commit_ts.append(ts)
+        if len(self._commit_seqs) > 2 * DIGEST_RING:
+            del self._commit_seqs[:DIGEST_RING]
+            del self._commit_ts[:DIGEST_RING]
 
-    def _store_digest(self, seq: int, dig: str) -> None:
+    def store_digest(self, seq: int, dig: str) -> None:
+        """Remember the digest after `seq` (see `digest_now`)."""
         self._digests[seq] = dig
         while len(self._digests) > DIGEST_RING:
             self._digests.popitem(last=False)
 
-    def remember_digest(self) -> None:
-        """Digest the state at the head now (a commit made with ``digest=False``). Call it off
-        the loop, between commits: it reads the writer's state."""
+    def digest_now(self) -> tuple[int, str] | None:
+        """``(head, digest)`` of the state at the head, if not known yet (a commit made with
+        ``record=False`` leaves it to this). Reads the writer's state: the controller calls it
+        on a worker thread between commits and gives the result to `store_digest`."""
         head = self.elog.head
-        if self.digest_at(head) is None:
-            dig = digest(self.elog.state)
-            with self._ring_lock:
-                self._store_digest(head, dig)
+        if self.digest_at(head) is not None:
+            return None
+        return head, digest(self.elog.state)
 
     def digest_at(self, seq: int) -> str | None:
-        """The digest after `seq`, if it is a recent commit boundary (else None)."""
-        with self._ring_lock:
-            return self._digests.get(seq)
+        """The digest after `seq`, if it is a recent commit boundary (else None). A single
+        dict lookup: safe from a worker thread (`compute_digest_at`) while the owner writes."""
+        return self._digests.get(seq)
 
     def compute_digest_at(self, seq: int) -> str:
         """The digest after `seq`, folding from the reader's newest snapshot (slow path)."""
@@ -186,11 +183,10 @@ class ControllerCore(Membership, CatchUpServer):
 
     def ts_of(self, seq: int) -> float | None:
         """The commit time of `seq` if it is in the recent ring."""
-        with self._ring_lock:
-            i = bisect.bisect_left(self._commit_seqs, seq)
-            if i < len(self._commit_seqs) and self._commit_seqs[0] < seq:
-                return self._commit_ts[i]
-            return None
+        i = bisect.bisect_left(self._commit_seqs, seq)
+        if i < len(self._commit_seqs) and self._commit_seqs[0] < seq:
+            return self._commit_ts[i]
+        return None
 
     # ---------------------------------------------------------------- submit / commit
 
@@ -306,11 +302,13 @@ class ControllerCore(Membership, CatchUpServer):
         """Operations the controller makes itself (liveness, the operator's commands)."""
         return Prepared(CONTROLLER, subs, [None] * len(subs))
 
-    def commit(self, batch: Sequence[Prepared], now: float, *, digest: bool = True) -> Committed:
+    def commit(self, batch: Sequence[Prepared], now: float, *, record: bool = True) -> Committed:
         """Append every prepared op of `batch` in one transaction; make replies and frames.
 
-        With ``digest=False`` the state is not digested here (it costs milliseconds for a big
-        show, on every acknowledgement's path): call `remember_digest` after answering."""
+        With ``record=False`` (the controller commits on a worker thread) the core's own
+        bookkeeping (head, commit times) is left to `record`, which the caller makes in its
+        own thread, and the state is not digested (it costs milliseconds for a big show, on
+        every acknowledgement's path): `digest_now` does that after answering."""
         subs = [sub for prepared in batch for sub in prepared.subs]
         result = self.elog.append_batch(subs, validated=True)
         seqs = iter(result.seqs)
@@ -336,10 +334,10 @@ class ControllerCore(Membership, CatchUpServer):
         frames: list[dict[str, Any]] = []
         wire: list[bytes] = []
         if result.events:
-            self._head = head
-            dig = _digest(self.elog.state) if digest else None
-            self._remember(head, dig, result.events[-1].ts)
             events = result.events
+            if record:
+                self._remember(head, _digest(self.elog.state), events[-1].ts)
+                self._head = head
             for frame, encoded in protocol.encode_frames(self.log_id, events):
                 frames.append(frame)
                 wire.append(encoded)
@@ -353,6 +351,13 @@ class ControllerCore(Membership, CatchUpServer):
                         seq=event.seq,
                     )
         return Committed(replies, frames, result, wire)
+
+    def record(self, committed: Committed) -> None:
+        """The bookkeeping of a commit made with ``record=False``: head and commit time."""
+        events = committed.result.events
+        if events:
+            self._remember(events[-1].seq, None, events[-1].ts)
+            self._head = events[-1].seq
 
     # ---------------------------------------------------------------- catch-up
 
