@@ -24,6 +24,7 @@ from replicas.messages import (
     Message,
     Reply,
     State,
+    StateChunk,
     StateRequest,
     StatusRequest,
     Submit,
@@ -99,27 +100,30 @@ class ControllerClient:
         another and checked against the digest before it is decoded."""
         for _ in range(attempts):
             reply = self.ask(StateRequest())
-            if not isinstance(reply, State):
-                raise CuelogError(f"the controller refused the state: {_why(reply)}")
-            seq, dig = reply.seq, reply.digest
-            if len(reply.state):
+            if isinstance(reply, State):
                 data = bytearray(reply.state)
-            elif reply.size is not None and reply.chunk is not None:
-                data = bytearray(chunk_bytes(reply.size, reply.offset or 0, reply.chunk))
+            elif isinstance(reply, StateChunk):
+                data = bytearray(chunk_bytes(reply.size, reply.offset, reply.chunk))
                 while len(data) < reply.size:
-                    more = self.ask(StateRequest(seq, len(data)))
-                    if not isinstance(more, State) or more.chunk is None:
+                    more = self.ask(StateRequest(reply.seq, len(data)))
+                    if not isinstance(more, StateChunk):
                         break  # the controller moved on to a newer state: start over
-                    if more.offset != len(data) or more.seq != seq or more.size != reply.size:
+                    if (more.offset, more.seq, more.size) != (len(data), reply.seq, reply.size):
                         raise CuelogError("the controller sent a state chunk out of order")
                     data += chunk_bytes(reply.size, len(data), more.chunk)
                 if len(data) < reply.size:
                     continue
             else:
-                raise CuelogError("the controller sent a state reply with no state")
-            if digest_bytes(bytes(data)) != dig:
-                raise CuelogError(f"the state at seq {seq} does not match its digest")
-            return {"k": "state", "log": reply.log, "seq": seq, "digest": dig, "state": loads(data)}
+                raise CuelogError(f"the controller refused the state: {_why(reply)}")
+            if digest_bytes(bytes(data)) != reply.digest:
+                raise CuelogError(f"the state at seq {reply.seq} does not match its digest")
+            return {
+                "k": "state",
+                "log": reply.log,
+                "seq": reply.seq,
+                "digest": reply.digest,
+                "state": loads(data),
+            }
         raise CuelogError("the state kept changing while it was being read; try again")
 
     def origin(self, node: str) -> str:

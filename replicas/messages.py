@@ -60,10 +60,15 @@ class Message(msgspec.Struct, tag_field="k", omit_defaults=True):
     """Any message; ``k`` is its kind (the tag)."""
 
 
+class RequestMessage(Message, forbid_unknown_fields=True):
+    """A request to the controller. A field it does not know is refused (msgspec would skip
+    it unread: garbage there, even invalid JSON, would pass unseen)."""
+
+
 # ---------------------------------------------------------------- requests (to the controller)
 
 
-class Hello(Message, tag="hello"):
+class Hello(RequestMessage, tag="hello"):
     """A connection says who it speaks for: `node`, its op-id origin `inst` and the `secret`
     whose hash the origin is; the log it holds and how far (`after`)."""
 
@@ -77,7 +82,7 @@ class Hello(Message, tag="hello"):
         _node(self.node)
 
 
-class Chain(msgspec.Struct, frozen=True):
+class Chain(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A submit's place in its origin's sequence: it may be admitted once ``prev`` is (or at
     once when ``head``: nothing of its own is in flight before it); it ends at ``last``."""
 
@@ -87,7 +92,7 @@ class Chain(msgspec.Struct, frozen=True):
     head: bool
 
 
-class Submit(Message, tag="submit"):
+class Submit(RequestMessage, tag="submit"):
     """Operations to append (each checked on its own: a bad one is refused, not the rest)."""
 
     node: str
@@ -102,7 +107,7 @@ class Submit(Message, tag="submit"):
             )
 
 
-class Fetch(Message, tag="fetch"):
+class Fetch(RequestMessage, tag="fetch"):
     """The events after `after` (at most `limit`), or the next chunk of the snapshot at seq
     `snapshot` from `offset`. `mode` ``snapshot`` asks for the newest snapshot."""
 
@@ -120,7 +125,7 @@ class Fetch(Message, tag="fetch"):
             raise BadMessage("a snapshot chunk fetch needs 'offset'")
 
 
-class Beat(Message, tag="beat"):
+class Beat(RequestMessage, tag="beat"):
     """A node is alive, has applied up to `applied` of `log`, and its state digests to
     `digest` there."""
 
@@ -134,11 +139,11 @@ class Beat(Message, tag="beat"):
         _node(self.node)
 
 
-class StatusRequest(Message, tag="status"):
+class StatusRequest(RequestMessage, tag="status"):
     """A tool asks for the controller's status."""
 
 
-class StateRequest(Message, tag="state"):
+class StateRequest(RequestMessage, tag="state"):
     """A tool asks for the whole state (or, with `seq`, the next chunk of a big one)."""
 
     seq: Count | None = None
@@ -193,19 +198,17 @@ class SnapshotChunk(Message, tag="snapshot"):
 
 
 class State(Message, tag="state"):
-    """The whole state at `seq` (`state`), or, when it is too big for one reply, a chunk of
-    its encoding like `SnapshotChunk` (`size`, `offset`, `chunk`)."""
+    """The whole state at `seq`: its JSON as the controller encoded it (`state`)."""
 
     log: str
     seq: Count
     digest: str
-    #: the state's JSON as sent (empty when this reply is a chunk)
-    state: msgspec.Raw = msgspec.Raw()
-    ts: float | None = None
-    head: Count | None = None
-    size: Count | None = None
-    offset: Count | None = None
-    chunk: str | None = None
+    state: msgspec.Raw
+
+
+class StateChunk(SnapshotChunk, tag="state-chunk"):
+    """A state too big for one reply, in chunks like a snapshot's: the tool asks for the next
+    one with `StateRequest` (``seq``, ``offset``)."""
 
 
 class Status(Message, tag="status"):
@@ -275,7 +278,7 @@ class Hb(Message, tag="hb"):
     ts: float
 
 
-Reply = Welcome | Acks | Ok | SnapshotChunk | State | Status | Error | Events
+Reply = Welcome | Acks | Ok | SnapshotChunk | State | StateChunk | Status | Error | Events
 Frame = Ev | Hb
 
 

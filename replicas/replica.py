@@ -300,6 +300,7 @@ class ReplicaCore:
         self._saw(head, msg.ts)
         self._fresh_clock(msg.ts, now)
         self.need_hello = False
+        self.missed_beats = 0  # a fresh session: the count starts again
         self.log.info(
             "joined log %s at seq %d (controller head %d)",
             log_id,

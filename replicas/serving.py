@@ -18,7 +18,7 @@ import msgspec
 from eventlog import EventLog, Snapshot
 from eventlog.logctx import ComponentLog
 from replicas import messages, protocol
-from replicas.messages import Error, Fetch, SnapshotChunk, State, StateRequest
+from replicas.messages import Error, Fetch, SnapshotChunk, State, StateChunk, StateRequest
 from replicas.protocol import MAX_FRAME_EVENTS, Rule
 
 log = ComponentLog("cuelog.sequencer")
@@ -113,7 +113,7 @@ class CatchUpServer:
             return "snapshot"
         return "tail"
 
-    def state_reply(self, msg: StateRequest | None = None) -> State | Error:
+    def state_reply(self, msg: StateRequest | None = None) -> State | StateChunk | Error:
         """The whole current state at one seq (takes the log's lock: call off the event loop).
 
         A state over ``MAX_FRAME_BYTES`` encoded is sent as a snapshot in chunks
@@ -133,6 +133,6 @@ class CatchUpServer:
             return self._state_chunk(snap, 0)
         return State(self.log_id, snap.seq, snap.digest, msgspec.Raw(snap.state))
 
-    def _state_chunk(self, snap: Snapshot, offset: int) -> State:
+    def _state_chunk(self, snap: Snapshot, offset: int) -> StateChunk:
         c = messages.snapshot_reply(self.log_id, snap, self._head, offset)
-        return State(c.log, c.seq, c.digest, msgspec.Raw(), c.ts, c.head, c.size, c.offset, c.chunk)
+        return StateChunk(c.log, c.seq, c.ts, c.digest, c.head, c.size, c.offset, c.chunk)

@@ -8,7 +8,7 @@ operations whose state is not trivial.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar, get_args
 
 from eventlog import (
     CONTROLLER,
@@ -21,6 +21,8 @@ from eventlog import (
     apply,
     validate_operation,
 )
+from replicas.messages import Message, Request, encode, parse_reply, parse_request
+from replicas.protocol import NNG_MAX_BYTES
 
 LOG_ID = "11111111-2222-4333-8444-555555555555"
 TS0 = 1_700_000_000.0
@@ -187,3 +189,19 @@ def show_op(n: int) -> Wire:
     if step == 10:
         return wire("command", "update", CONTROLLER, "stop", {"value": None, "address": "/x/stop"})
     return wire("player", "add", node, f"audioplayer_{cue}", {"round": rnd})
+
+
+# ---------------------------------------------------------------- wire messages
+
+_M = TypeVar("_M", bound=Message)
+
+
+def decoded(kind: type[_M], msg: dict[str, Any]) -> _M:
+    """`msg` (plain JSON values) sent as bytes and decoded the way the controller decodes a
+    request (`messages.parse_request`) or a node a reply; it must come out a `kind`. Raises
+    `ProtocolError` as the real shells would."""
+    raw = encode(msg)
+    is_request = kind in get_args(Request)
+    found = parse_request(raw) if is_request else parse_reply(raw, NNG_MAX_BYTES)
+    assert isinstance(found, kind), found
+    return found

@@ -6,14 +6,13 @@ arrive in, and a failed commit never lets a later op of the same node in before 
 
 from __future__ import annotations
 
-from typing import Any
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventlog import CONTROLLER, ActionType, EventLog, Operation, OperationType, Submission
-from replicas.admission import Admission, Answers, Ticket
-from replicas.sequencer import Chain, ControllerCore, Prepared
+from replicas.admission import Admission, Answers, Reply, Ticket
+from replicas.messages import Acks, Chain, Error, Submit, error
+from replicas.sequencer import ControllerCore, Prepared
 
 ORIGIN = "n1/abc"
 
@@ -31,7 +30,24 @@ def prepared(first: int, count: int, node: str = "n1", origin: str = ORIGIN) -> 
         for n in range(first, first + count)
     ]
     core = ControllerCore(EventLog.open(":memory:"))
-    return core.prepare_submit({"k": "submit", "node": node, "ops": ops})
+    return core.prepare_submit(Submit(node, ops))
+
+
+def acked(reply: Reply) -> list[int]:
+    """The seqs an ``acks`` reply gives (any other reply fails the test)."""
+    return [r["seq"] for r in acks(reply).results]
+
+
+def acks(reply: Reply) -> Acks:
+    """An ``acks`` reply (any other reply fails the test)."""
+    assert isinstance(reply, Acks), reply
+    return reply
+
+
+def refused(reply: Reply) -> Error:
+    """An ``error`` reply (any other reply fails the test)."""
+    assert isinstance(reply, Error), reply
+    return reply
 
 
 def chain(first: int, count: int, head: bool = False) -> Chain:
@@ -55,7 +71,7 @@ def test_in_order_submits_go_straight_to_the_queue() -> None:
     assert admission.submit(prepared(3, 2), chain(3, 2), 2, 0.0) == []
     assert [t.token for t in admission.queue] == [1, 2]
     _, answers = commit(core, admission)
-    assert [(token, [r["seq"] for r in reply["results"]]) for token, reply in answers] == [
+    assert [(token, acked(reply)) for token, reply in answers] == [
         (1, [1, 2]),
         (2, [3, 4]),
     ]
@@ -68,7 +84,7 @@ def test_an_overtaking_submit_waits_for_its_predecessor_then_follows_it() -> Non
     admission.submit(prepared(1, 2), chain(1, 2, head=True), 1, 0.1)
     assert [t.token for t in admission.queue] == [1, 2] and admission.parked == {}
     _, answers = commit(core, admission)
-    assert [r["seq"] for _, reply in answers for r in reply["results"]] == [1, 2, 3, 4]
+    assert [seq for _, reply in answers for seq in acked(reply)] == [1, 2, 3, 4]
 
 
 def test_a_predecessor_that_never_comes_sends_the_successor_back() -> None:
@@ -76,7 +92,7 @@ def test_a_predecessor_that_never_comes_sends_the_successor_back() -> None:
     admission.submit(prepared(3, 2), chain(3, 2), 7, 0.0)
     assert admission.expire(0.3) == []
     answers = admission.expire(0.6)
-    assert [(t, r["rule"]) for t, r in answers] == [(7, "out-of-order")]
+    assert [(t, refused(r).rule) for t, r in answers] == [(7, "out-of-order")]
     assert admission.parked == {}
 
 
@@ -89,13 +105,13 @@ def test_a_failed_commit_sends_back_everything_of_its_origins_behind_it() -> Non
     other = prepared(1, 1, node="n2", origin="n2/def")
     admission.submit(other, None, 4, 0.0)  # another node: unaffected
     answers = dict(admission.commit_failed(batch, "disk I/O error"))
-    assert answers[1]["rule"] == "commit" and "disk I/O error" in answers[1]["error"]
-    assert answers[2]["rule"] == answers[3]["rule"] == "out-of-order"
+    assert refused(answers[1]).rule == "commit" and "disk I/O error" in refused(answers[1]).error
+    assert refused(answers[2]).rule == refused(answers[3]).rule == "out-of-order"
     assert [t.token for t in admission.queue] == [4] and admission.parked == {}
     # the node resends from its oldest unacknowledged op: in order again
     admission.submit(prepared(1, 4), chain(1, 4, head=True), 5, 1.0)
     _, done = commit(core, admission)
-    assert [r["seq"] for token, reply in done if token == 5 for r in reply["results"]] == [
+    assert [seq for token, reply in done if token == 5 for seq in acked(reply)] == [
         2,
         3,
         4,
@@ -111,16 +127,15 @@ def test_the_controllers_own_ops_are_retried_a_few_times_then_refused() -> None:
     for _ in range(3):
         assert admission.commit_failed(admission.take(), "busy") == []
     answers = admission.commit_failed(admission.take(), "busy")
-    assert [(t, r["rule"]) for t, r in answers] == [(9, "commit")]
+    assert [(t, refused(r).rule) for t, r in answers] == [(9, "commit")]
 
 
 def test_a_submit_whose_every_op_was_refused_is_answered_at_once_in_its_order() -> None:
     core, admission = fresh()
     bad = core.prepare_submit(
-        {
-            "k": "submit",
-            "node": "n1",
-            "ops": [
+        Submit(
+            "n1",
+            [
                 {
                     "type": "nope",
                     "action": "update",
@@ -130,10 +145,10 @@ def test_a_submit_whose_every_op_was_refused_is_answered_at_once_in_its_order() 
                     "op_id": [ORIGIN, 1],
                 }
             ],
-        }
+        )
     )
     answers = admission.submit(bad, chain(1, 1, head=True), 1, 0.0)
-    assert [(t, r["results"][0]["rule"]) for t, r in answers] == [(1, "unknown-type")]
+    assert [(t, acks(r).results[0]["rule"]) for t, r in answers] == [(1, "unknown-type")]
     # the next one is in order after it
     assert admission.submit(prepared(2, 1), chain(2, 1), 2, 0.0) == []
     assert [t.token for t in admission.queue] == [2]
@@ -143,7 +158,7 @@ def test_drain_answers_everything_queued_and_parked() -> None:
     _, admission = fresh()
     admission.submit(prepared(1, 1), chain(1, 1, head=True), 1, 0.0)
     admission.submit(prepared(5, 1), chain(5, 1), 2, 0.0)
-    stopping: dict[str, Any] = {"k": "error", "rule": "stopping", "error": "stopping"}
+    stopping = error("stopping", "stopping")
     assert sorted(t for t, _ in admission.drain(stopping)) == [1, 2]
     assert admission.queue == [] and admission.parked == {}
 
@@ -157,7 +172,7 @@ def test_any_arrival_order_commits_in_the_nodes_order(order: list[int], size: in
 
     def take(answers: Answers) -> None:
         for token, reply in answers:
-            answered[token] = [r["seq"] for r in reply["results"]]
+            answered[token] = acked(reply)
 
     for k in order:
         first = 1 + k * size

@@ -76,27 +76,38 @@ def head(ctl: ControllerThread) -> int:
     return ctl.controller.core.head
 
 
+#: each with a part of the error reply that says what is wrong (and where, from msgspec's
+#: decoder: ``$.field``); the node-id rule and the op-count cap say it in their own words
 BAD_REQUESTS = [
-    (b"\x00\xff\xfe garbage", "not valid JSON"),
-    (b"{not json", "not valid JSON"),
-    (b"[1, 2, 3]", "must be a JSON object"),
-    (b'"just a string"', "must be a JSON object"),
-    (b'{"no_kind": 1}', "kind"),
-    (b'{"k": "launch_missiles"}', "unknown request kind"),
-    (b'{"k": 7}', "kind"),
-    (b'{"k": "submit"}', "needs 'node'"),
-    (b'{"k": "submit", "node": "n1", "ops": "nope"}', "'ops' has the wrong type"),
+    (b"\x00\xff\xfe garbage", "JSON is malformed"),
+    (b"{not json", "JSON is malformed"),
+    (b"[1, 2, 3]", "Expected `object`, got `array`"),
+    (b'"just a string"', "Expected `object`, got `str`"),
+    (b'{"no_kind": 1}', "missing required field `k`"),
+    (b'{"k": "launch_missiles"}', "Invalid value 'launch_missiles' - at `$.k`"),
+    (b'{"k": 7}', "at `$.k`"),
+    (b'{"k": "submit"}', "missing required field `node`"),
+    (b'{"k": "submit", "node": "n1", "ops": "nope"}', "Expected `array`, got `str` - at `$.ops`"),
     (b'{"k": "submit", "node": "", "ops": []}', "a node id is 1-64"),
     (b'{"k": "submit", "node": "a\\u0000b", "ops": []}', "a node id is 1-64"),
     (b'{"k": "submit", "node": "~tilde", "ops": []}', "starting with a letter"),
     (b'{"k": "submit", "node": "a/b", "ops": []}', "a node id is 1-64"),
     (b'{"k": "beat", "node": "controller", "applied": 0, "digest": ""}', "reserved"),
-    (b'{"k": "fetch", "node": "n1", "log": "x", "after": -5}', "must not be negative"),
-    (b'{"k": "fetch", "node": "n1", "log": 3, "after": 0}', "'log' has the wrong type"),
-    (b'{"k": "beat", "node": "n1", "applied": "ten", "digest": "d"}', "wrong type"),
-    (b'{"k": "hello", "node": ["n1"]}', "'node' has the wrong type"),
-    (b'{"k": "submit", "node": "n1", "ops": [], "x": 1e999}', "not valid JSON"),
-    ('"\udcff"'.encode("utf-8", "surrogatepass"), "not valid JSON"),
+    (
+        b'{"k": "fetch", "node": "n1", "log": "x", "after": -5}',
+        "Expected `int` >= 0 - at `$.after`",
+    ),
+    (
+        b'{"k": "fetch", "node": "n1", "log": 3, "after": 0}',
+        "Expected `str`, got `int` - at `$.log`",
+    ),
+    (b'{"k": "beat", "node": "n1", "applied": "ten", "digest": "d"}', "got `str` - at `$.applied`"),
+    (b'{"k": "hello", "node": ["n1"]}', "Expected `str`, got `array` - at `$.node`"),
+    (b'{"k": "fetch", "node": "n1", "log": "x", "after": 1e999}', "Number out of range"),
+    # not valid JSON anywhere in the message, even in a field no kind has
+    (b'{"k": "submit", "node": "n1", "ops": [], "x": 1e999}', "bad message"),
+    ('"\udcff"'.encode("utf-8", "surrogatepass"), "Expected `object`, got `str`"),
+    ('{"k": "hello", "node": "\udcff"}'.encode("utf-8", "surrogatepass"), "Invalid UTF-8"),
 ]
 
 

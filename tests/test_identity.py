@@ -18,9 +18,18 @@ import pytest
 
 from eventlog import EventLog
 from replicas.compat import NodeCommunications
+from replicas.messages import Beat, Error, Hello, Ok, Reply, Submit, Welcome, encode
 from replicas.protocol import origin_of
 from replicas.sequencer import ControllerCore
-from tests.cluster import ControllerThread, controller_thread, ipc_address, nodes, wait_for
+from tests.cluster import (
+    ControllerThread,
+    controller_thread,
+    converged,
+    ipc_address,
+    nodes,
+    wait_for,
+)
+from tests.helpers import decoded
 
 
 @pytest.fixture
@@ -35,6 +44,8 @@ def live(tmp_path: Path) -> Iterator[tuple[str, ControllerThread, NodeCommunicat
         assert core is not None
         # n1 holds its id once it beats
         wait_for("n1 online", lambda: bool(core.nodes.get("n1") and core.nodes["n1"].instance))
+        # and its node_joined is in the log (heads the tests read stay put)
+        wait_for("n1 in step", lambda: converged(addr, ["n1"]))
         yield addr, ctl, n1
 
 
@@ -56,6 +67,12 @@ class Peer:
 def hello(node: str, secret: str) -> dict[str, Any]:
     """A hello that proves its origin (`origin_of(node, secret)`)."""
     return {"k": "hello", "node": node, "inst": origin_of(node, secret), "secret": secret}
+
+
+def rule(reply: Reply) -> str:
+    """The rule of an ``error`` reply (any other reply fails the test)."""
+    assert isinstance(reply, Error), reply
+    return reply.rule
 
 
 def op(sender: str, origin: str, n: int, cue: str) -> dict[str, Any]:
@@ -150,7 +167,7 @@ def test_a_replayed_hello_opens_no_session(
     addr, ctl, n1 = live
     core = n1.replica.core
     assert core is not None
-    captured = orjson.dumps(core.hello())
+    captured = encode(core.hello())
     head = ctl.controller.core.head if ctl.controller.core else 0
     replayer = Peer(addr)
     try:
@@ -198,41 +215,42 @@ def test_a_hello_with_a_bad_inst_is_refused(inst: Any) -> None:
     core = ControllerCore(EventLog.open(":memory:"))
     msg = {"k": "hello", "node": "x", "inst": inst, "secret": "s"}
     if inst == "":  # no inst: a reader's hello, no session
-        assert core.hello(msg, 1.0, 1.0, pipe=5)["k"] == "welcome"
+        assert isinstance(core.hello(decoded(Hello, msg), 1.0, 1.0, pipe=5), Welcome)
         assert core.sessions == {}
         return
+    # refused where it is decoded (not a string) or by the core (the origin rule)
     with pytest.raises(Exception, match="inst"):
-        core.hello(msg, 1.0, 1.0, pipe=5)
+        core.hello(decoded(Hello, msg), 1.0, 1.0, pipe=5)
     assert core.sessions == {}
 
 
 def test_a_silent_holder_gives_its_origin_up_after_the_timeout() -> None:
     """A connection that went dead without closing (a cable pulled) cannot lock its node out."""
     core = ControllerCore(EventLog.open(":memory:"), node_timeout=3.0)
-    msg = hello("x", "1")
-    assert core.hello(msg, 0.0, 10.0, pipe=1)["k"] == "welcome"
-    assert core.hello(msg, 0.0, 12.0, pipe=2)["rule"] == "origin-in-use"
-    assert core.hello(msg, 0.0, 13.5, pipe=2)["k"] == "welcome"
+    msg = decoded(Hello, hello("x", "1"))
+    assert isinstance(core.hello(msg, 0.0, 10.0, pipe=1), Welcome)
+    assert rule(core.hello(msg, 0.0, 12.0, pipe=2)) == "origin-in-use"
+    assert isinstance(core.hello(msg, 0.0, 13.5, pipe=2), Welcome)
     assert set(core.sessions) == {2}
     # the old connection is no longer a session: it must say hello again (and is refused)
     with pytest.raises(Exception, match="say hello"):
-        core.prepare_submit({"k": "submit", "node": "x", "ops": []}, pipe=1, mono=14.0)
-    assert core.hello(msg, 0.0, 14.0, pipe=1)["rule"] == "origin-in-use"
+        core.prepare_submit(Submit("x", []), pipe=1, mono=14.0)
+    assert rule(core.hello(msg, 0.0, 14.0, pipe=1)) == "origin-in-use"
     core.pipe_closed(2)
-    assert core.sessions == {} and core.hello(msg, 0.0, 14.1, pipe=3)["k"] == "welcome"
+    assert core.sessions == {} and isinstance(core.hello(msg, 0.0, 14.1, pipe=3), Welcome)
 
 
 def test_a_session_opened_before_the_node_beat_loses_the_id_to_the_beating_process() -> None:
     """An impostor that said hello as x first (before x's first beat) cannot submit as x once
     the real process beats: the id belongs to the process that holds it by its beats."""
     core = ControllerCore(EventLog.open(":memory:"))
-    assert core.hello(hello("x", "evil"), 0.0, 1.0, pipe=1)["k"] == "welcome"
-    assert core.hello(hello("x", "real"), 0.0, 1.0, pipe=2)["k"] == "welcome"
-    beat = {"k": "beat", "node": "x", "inst": origin_of("x", "real"), "applied": 0, "digest": ""}
+    assert isinstance(core.hello(decoded(Hello, hello("x", "evil")), 0.0, 1.0, pipe=1), Welcome)
+    assert isinstance(core.hello(decoded(Hello, hello("x", "real")), 0.0, 1.0, pipe=2), Welcome)
+    beat = Beat("x", 0, "", origin_of("x", "real"))
     reply, joined = core.beat(beat, 0.0, 1.1, pipe=2)
-    assert reply["k"] == "ok" and joined
-    submit = {"k": "submit", "node": "x", "ops": [op("x", origin_of("x", "evil"), 1, "c")]}
+    assert isinstance(reply, Ok) and joined
+    submit = Submit("x", [op("x", origin_of("x", "evil"), 1, "c")])
     with pytest.raises(Exception, match="in use by another live process"):
         core.prepare_submit(submit, pipe=1, mono=1.2)
-    real = {"k": "submit", "node": "x", "ops": [op("x", origin_of("x", "real"), 1, "c")]}
+    real = Submit("x", [op("x", origin_of("x", "real"), 1, "c")])
     assert core.prepare_submit(real, pipe=2, mono=1.2).errors == [None]

@@ -25,27 +25,31 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from eventlog import EventLog
+from replicas.messages import Acks, Beat, Error, Hello, Submit, Welcome
 from replicas.protocol import ProtocolError, origin_of
 from replicas.sequencer import ControllerCore
 from replicas.showkey import KEY_ENV, KeyFileError, ShowKey, generate
 from tests.cluster import controller_thread, ipc_address, nodes, wait_for
-from tests.test_identity import op
+from tests.helpers import decoded
+from tests.test_identity import op, rule
 
 SECRET = "the real n1's secret"
 REAL = origin_of("n1", SECRET)
 #: the real node's hello (it knows its secret); replayed, it is the same bytes
-HELLO = {"k": "hello", "node": "n1", "inst": REAL, "secret": SECRET}
+HELLO = decoded(Hello, {"k": "hello", "node": "n1", "inst": REAL, "secret": SECRET})
 #: what an impostor can send: the origin read from the log, without the secret
-UNPROVEN = {"k": "hello", "node": "n1", "inst": REAL}
+UNPROVEN = decoded(Hello, {"k": "hello", "node": "n1", "inst": REAL})
 #: or an origin of its own for the same node id
 OWN_SECRET = "the impostor's secret"
-OWN = {"k": "hello", "node": "n1", "inst": origin_of("n1", OWN_SECRET), "secret": OWN_SECRET}
+OWN = Hello("n1", origin_of("n1", OWN_SECRET), OWN_SECRET)
+#: the real node's beat
+BEAT = Beat("n1", 0, "", REAL)
 
 
 def submit(core: ControllerCore, pipe: int, mono: float, *ops: dict[str, Any]) -> list[Any]:
-    prepared = core.prepare_submit({"k": "submit", "node": "n1", "ops": list(ops)}, pipe, mono)
-    results: list[Any] = core.commit([prepared], mono).replies[0]["results"]
-    return results
+    prepared = core.prepare_submit(Submit("n1", list(ops)), pipe, mono)
+    reply: Acks = core.commit([prepared], mono).replies[0]
+    return reply.results
 
 
 # ------------------------------------------------------------------ origin not proven
@@ -58,16 +62,15 @@ def test_a_connection_blip_lets_an_impostor_take_the_live_nodes_origin_and_eat_i
     impostor's event (dedup by op id)."""
     elog = EventLog.open(":memory:")
     core = ControllerCore(elog, node_timeout=3.0)
-    assert core.hello(HELLO, 0.0, 1.0, pipe=1)["k"] == "welcome"
-    beat = {"k": "beat", "node": "n1", "inst": REAL, "applied": 0, "digest": ""}
-    core.beat(beat, 0.0, 1.05, pipe=1)
+    assert isinstance(core.hello(HELLO, 0.0, 1.0, pipe=1), Welcome)
+    core.beat(BEAT, 0.0, 1.05, pipe=1)
     assert "seq" in submit(core, 1, 1.1, op("n1", REAL, 1, "own-1"))[0]
     core.pipe_closed(1, 1.12)  # a blip
     with pytest.raises(ProtocolError, match="secret"):
         core.hello(UNPROVEN, 0.0, 1.15, pipe=9)  # the origin alone proves nothing
     own = core.hello(OWN, 0.0, 1.16, pipe=9)  # a new process for n1, right after the blip
-    assert own.get("rule") == "id-in-use", own
-    assert core.hello(HELLO, 0.0, 1.4, pipe=2)["k"] == "welcome"
+    assert rule(own) == "id-in-use", own
+    assert isinstance(core.hello(HELLO, 0.0, 1.4, pipe=2), Welcome)
     (result,) = submit(core, 2, 1.5, op("n1", REAL, 2, "own-2"))
     event = next(e for e in elog.iter_events() if e.seq == result["seq"])
     assert event.op.target == "own-2", (
@@ -84,7 +87,7 @@ def test_after_a_controller_restart_the_first_hello_with_an_origin_owns_it() -> 
     with pytest.raises(ProtocolError, match="secret"):
         restarted.hello(UNPROVEN, 0.0, 2.1, pipe=50)  # an impostor that was quicker
     reply = restarted.hello(HELLO, 0.0, 2.2, pipe=51)  # the real node re-hellos
-    assert reply["k"] == "welcome", reply
+    assert isinstance(reply, Welcome), reply
 
 
 def test_a_controller_stall_hands_every_live_origin_to_whoever_asks_first() -> None:
@@ -92,11 +95,12 @@ def test_a_controller_stall_hands_every_live_origin_to_whoever_asks_first() -> N
     live node's origin is free for the taking."""
     core = ControllerCore(EventLog.open(":memory:"), node_timeout=3.0)
     core.hello(HELLO, 0.0, 1.0, pipe=1)
-    beat = {"k": "beat", "node": "n1", "inst": REAL, "applied": 0, "digest": ""}
-    core.beat(beat, 0.0, 1.0, pipe=1)
+    core.beat(BEAT, 0.0, 1.0, pipe=1)
     core.stalled(5.0, 6.0)
     reply = core.hello(HELLO, 0.0, 6.01, pipe=9)
-    assert reply.get("rule") == "origin-in-use", f"an impostor got the live origin: {reply}"
+    assert isinstance(reply, Error) and reply.rule == "origin-in-use", (
+        f"an impostor got the live origin: {reply}"
+    )
 
 
 class _Proxy:

@@ -8,7 +8,8 @@ import concurrent.futures
 import pytest
 
 from eventlog import ActionType, Operation, OperationType
-from replicas.outbox import BACKOFF_MIN, OperationRefused, Outbox, SubmitterCore
+from replicas.messages import Acks, Chain, Submit, error
+from replicas.outbox import BACKOFF_MIN, Items, OperationRefused, Outbox, SubmitterCore
 
 
 def filled(count: int) -> tuple[SubmitterCore, list[concurrent.futures.Future[int]]]:
@@ -20,14 +21,21 @@ def filled(count: int) -> tuple[SubmitterCore, list[concurrent.futures.Future[in
     return SubmitterCore(outbox, "n1"), futures
 
 
-def acks(first_seq: int, count: int) -> dict[str, object]:
-    return {"k": "acks", "results": [{"seq": first_seq + i} for i in range(count)], "head": 99}
+def acks(first_seq: int, count: int) -> Acks:
+    return Acks([{"seq": first_seq + i} for i in range(count)], 99)
+
+
+def sent(core: SubmitterCore) -> tuple[Submit, Items]:
+    """The next submit (there must be one)."""
+    found = core.next_submit()
+    assert found is not None
+    return found
 
 
 def test_submits_go_in_order_chained_and_acks_empty_the_outbox() -> None:
     core, futures = filled(3)
-    msg, items = core.next_submit() or ({}, [])
-    assert msg["chain"] == {"origin": "n1/abc", "prev": 0, "last": 3, "head": True}
+    msg, items = sent(core)
+    assert msg.chain == Chain(origin="n1/abc", prev=0, last=3, head=True)
     assert core.next_submit() is None and not core.more
     verdict = core.on_reply(items, acks(10, 3))
     assert not verdict.resend and len(core.outbox) == 0 and core.sent == 0
@@ -36,39 +44,39 @@ def test_submits_go_in_order_chained_and_acks_empty_the_outbox() -> None:
 
 def test_a_lost_reply_resends_from_the_oldest_after_a_growing_backoff() -> None:
     core, _ = filled(2)
-    _, items = core.next_submit() or ({}, [])
+    _, items = sent(core)
     first = core.on_reply(items, None)
     assert first.resend and first.delay == BACKOFF_MIN and len(core.outbox) == 2
     core.resend_from_oldest()
-    _, items = core.next_submit() or ({}, [])
-    second = core.on_reply(items, {"k": "error", "rule": "commit", "error": "disk"})
+    _, items = sent(core)
+    second = core.on_reply(items, error("disk", "commit"))
     assert second.resend and second.delay == 2 * BACKOFF_MIN
     core.resend_from_oldest()
-    _, items = core.next_submit() or ({}, [])
+    _, items = sent(core)
     assert not core.on_reply(items, acks(1, 2)).resend and core.backoff == BACKOFF_MIN
 
 
 @pytest.mark.parametrize(("rule", "hello"), [("out-of-order", False), ("hello-first", True)])
 def test_the_controller_asking_for_a_resend_costs_no_wait(rule: str, hello: bool) -> None:
     core, _ = filled(1)
-    _, items = core.next_submit() or ({}, [])
-    verdict = core.on_reply(items, {"k": "error", "rule": rule, "error": "again"})
+    _, items = sent(core)
+    verdict = core.on_reply(items, error("again", rule))
     assert verdict.resend and verdict.delay == 0 and verdict.hello is hello
 
 
 def test_a_refused_op_fails_its_future_and_later_replies_after_a_failure_still_count() -> None:
     core, futures = filled(4)
-    _, first = core.next_submit() or ({}, [])
+    _, first = sent(core)
     core.outbox.maxsize = 100
-    verdict = core.on_reply(first, {"k": "error", "rule": "stopping", "error": "stopping"})
+    verdict = core.on_reply(first, error("stopping", "stopping"))
     assert verdict.resend
     # a submit that was in flight behind it was acknowledged all the same
     core.on_late_reply(first[2:], acks(7, 2))
     assert [f.done() for f in futures] == [False, False, True, True]
     core.resend_from_oldest()
-    _, items = core.next_submit() or ({}, [])
+    _, items = sent(core)
     refused = {"error": "bad", "rule": "unknown-type"}
-    core.on_reply(items, {"k": "acks", "results": [{"seq": 5}, refused, {"seq": 7}, {"seq": 8}]})
+    core.on_reply(items, Acks([{"seq": 5}, refused, {"seq": 7}, {"seq": 8}], 8))
     with pytest.raises(OperationRefused, match="bad"):
         futures[1].result(0)
     assert futures[2].result(0) == 7

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from eventlog import ActionType, Event, Operation, OperationType, OpId
-from replicas import protocol
+from replicas import messages, protocol
+from replicas.messages import Error, Ev, Events, Fetch, Hb, Ok, Welcome
 from replicas.replica import MemoryStore, ReplicaCore
 
 LOG = "log-1"
@@ -27,13 +28,26 @@ def ev(seq: int, target: str = "nextcue", ts: float = 1000.0, **data: Any) -> Ev
     return Event(seq, ts, LOG, op, OpId("n9", seq))
 
 
-def frame(*events: Event, ts: float | None = None) -> dict[str, Any]:
-    return protocol.events_frame(LOG, list(events), ts if ts is not None else events[-1].ts)
+def frame(*events: Event, ts: float | None = None) -> Ev:
+    """An ``ev`` frame as a node receives it: built and encoded like the controller's, decoded."""
+    built = protocol.events_frame(LOG, list(events), ts if ts is not None else events[-1].ts)
+    msg = messages.parse_frame(messages.encode(built), protocol.MAX_FRAME_BYTES)
+    assert isinstance(msg, Ev)
+    return msg
+
+
+def events_reply(*events: Event, head: int) -> Events:
+    """An ``events`` reply to a fetch, through bytes like the controller's."""
+    built = protocol.events_frame(LOG, list(events), events[-1].ts)
+    built.update(k="events", head=head)
+    msg = messages.parse_reply(messages.encode(built), protocol.MAX_FRAME_BYTES)
+    assert isinstance(msg, Events)
+    return msg
 
 
 def joined(head: int = 0, ts: float = 1000.0, now: float = 0.0) -> ReplicaCore:
     core = ReplicaCore("n1", MemoryStore())
-    core.on_welcome({"k": "welcome", "log": LOG, "head": head, "ts": ts}, now)
+    core.on_welcome(Welcome(LOG, head, ts), now)
     return core
 
 
@@ -53,19 +67,15 @@ def test_a_hole_is_fetched_never_skipped() -> None:
     assert core.applied == 1
     assert core.pending.keys() == {4, 5}
     fetch = core.next_fetch()
-    assert fetch is not None and (fetch["after"], fetch["limit"]) == (1, 2)
+    assert fetch is not None and (fetch.after, fetch.limit) == (1, 2)
     assert core.next_fetch() is None, "one fetch in flight at a time"
-    reply = frame(ev(2), ev(3))
-    reply["k"] = "events"
-    core.on_fetch_reply(reply, 0.2)
+    core.on_fetch_reply(events_reply(ev(2), ev(3), head=3), 0.2)
     assert core.applied == 5 and not core.pending
 
 
 def test_history_never_fires_but_live_commands_do() -> None:
     core = joined(head=2)
-    reply = frame(ev(1), ev(2, "stop"))
-    reply["k"] = "events"
-    assert core.on_fetch_reply(reply, 0.1) == []
+    assert core.on_fetch_reply(events_reply(ev(1), ev(2, "stop"), head=2), 0.1) == []
     fired = core.on_frame(frame(ev(3, "stop", ts=1000.5)), 0.5)
     assert [e.seq for e in fired] == [3]
 
@@ -87,18 +97,18 @@ def test_a_refused_command_never_fires() -> None:
 def test_a_different_log_means_a_full_resync() -> None:
     core = joined()
     core.on_frame(frame(ev(1), ev(2)), 0.1)
-    core.on_frame({"k": "hb", "log": "log-2", "head": 7, "ts": 1001.0}, 0.2)
+    core.on_frame(Hb("log-2", 7, 1001.0), 0.2)
     assert core.need_hello
-    core.on_welcome({"k": "welcome", "log": "log-2", "head": 7, "ts": 1001.0}, 0.3)
+    core.on_welcome(Welcome("log-2", 7, 1001.0), 0.3)
     assert core.applied == 0 and core.store.log_id == "log-2" and core.resyncs == 1
-    assert core.next_fetch() == {"k": "fetch", "node": "n1", "log": "log-2", "after": 0, "limit": 7}
+    assert core.next_fetch() == Fetch("n1", "log-2", 0, limit=7)
 
 
 def test_heartbeat_reveals_missed_events() -> None:
     core = joined()
-    core.on_frame({"k": "hb", "log": LOG, "head": 3, "ts": 1000.1}, 0.1)
+    core.on_frame(Hb(LOG, 3, 1000.1), 0.1)
     fetch = core.next_fetch()
-    assert fetch is not None and fetch["after"] == 0 and fetch["limit"] == 3
+    assert fetch is not None and fetch.after == 0 and fetch.limit == 3
 
 
 def test_a_controller_clock_stepped_back_is_followed_at_the_next_heartbeat() -> None:
@@ -125,19 +135,20 @@ def test_beat_replies_decide_when_to_say_hello_again() -> None:
 
     core = applied_five()
     beat = core.beat()
-    core.on_beat_reply(beat, {"k": "ok", "log": LOG, "head": 9, "ts": 2000.0}, 10.0)
+    core.on_beat_reply(beat, Ok(LOG, 9, 2000.0), 10.0)
     assert not core.need_hello and core.known_head == 9
     assert core.controller_now() == 2000.0
     core.on_beat_reply(beat, None, 11.0)
     assert not core.need_hello, "one missed beat is not yet a reason"
     core.on_beat_reply(beat, None, 12.0)
     assert core.need_hello
-    for reply in (
-        {"k": "error", "rule": "hello-first", "error": "say hello"},
-        {"k": "error", "rule": "id-in-use", "error": "in use"},
-        {"k": "ok", "log": "another-log", "head": 9, "ts": 2001.0},
-        {"k": "ok", "log": LOG, "head": 4, "ts": 2001.0},  # behind what this replica holds
-    ):
+    replies: list[Ok | Error] = [
+        messages.error("say hello", "hello-first"),
+        messages.error("in use", "id-in-use"),
+        Ok("another-log", 9, 2001.0),
+        Ok(LOG, 4, 2001.0),  # behind what this replica holds
+    ]
+    for reply in replies:
         core = applied_five()
         core.on_beat_reply(core.beat(), reply, 20.0)
         assert core.need_hello, reply

@@ -14,10 +14,11 @@ from typing import Any
 from eventlog import State
 from replicas import NodeCommunications, NodeReplica
 from replicas.client import ControllerClient
-from replicas.node import COMMAND_GRACE
+from replicas.commands import COMMAND_GRACE
+from replicas.messages import Welcome
 from replicas.replica import MemoryStore, ReplicaCore
 from tests.cluster import controller_thread, ipc_address, nodes, wait_for
-from tests.test_replica_core import LOG, ev, frame
+from tests.test_replica_core import LOG, ev, events_reply, frame
 from tools.demo import command
 from tools.engine import SimulatedEngine
 
@@ -109,14 +110,12 @@ def test_a_command_arriving_while_catching_up_waits_for_the_restore() -> None:
     try:
         core = replica.core = ReplicaCore("n1", MemoryStore())
         replica._start_session(resumed=False)
-        core.on_welcome({"k": "welcome", "log": LOG, "head": 2, "ts": 1000.0}, 0.0)
+        core.on_welcome(Welcome(LOG, 2, 1000.0), 0.0)
         replica._after_input()
         replica._fire(core.on_frame(frame(ev(3, "load")), 0.1))
         replica._after_input()
         assert engine.calls == [] and not core.synced
-        reply = frame(ev(1), ev(2))
-        reply["k"] = "events"
-        replica._fire(core.on_fetch_reply(reply, 0.2))
+        replica._fire(core.on_fetch_reply(events_reply(ev(1), ev(2), head=2), 0.2))
         replica._after_input()
         assert entered.wait(5), "the restore runs once caught up"
         # the load waits for the restore, even well past the grace a running command gets
@@ -126,7 +125,7 @@ def test_a_command_arriving_while_catching_up_waits_for_the_restore() -> None:
         assert engine.calls == [("restore", "start", 3, ""), ("command", "load", None)]
 
         # a resync later in the session (the controller now holds another log) restores again
-        core.on_welcome({"k": "welcome", "log": "log-2", "head": 0, "ts": 1001.0}, 0.3)
+        core.on_welcome(Welcome("log-2", 0, 1001.0), 0.3)
         replica._after_input()
         wait_for("the resync restore", lambda: len(engine.restores()) == 2, 5)
         assert engine.restores()[1][:3] == ("restore", "resync", 0)

@@ -8,12 +8,14 @@ from typing import Any
 import pytest
 
 from eventlog import ActionType, EventLog, Operation, OperationType, Submission
+from replicas.membership import MAX_NODES
+from replicas.messages import Beat, Submit
 from replicas.protocol import ProtocolError
-from replicas.sequencer import MAX_NODES, ControllerCore
+from replicas.sequencer import ControllerCore
 
 
-def beat(core: ControllerCore, node: str) -> dict[str, Any]:
-    return {"k": "beat", "node": node, "applied": 0, "digest": "", "log": core.log_id}
+def beat(core: ControllerCore, node: str) -> Beat:
+    return Beat(node, 0, "", log=core.log_id)
 
 
 def test_liveness_follows_the_monotonic_clock_not_the_wall_clock() -> None:
@@ -90,7 +92,7 @@ def test_order_marks_come_from_the_log_when_not_in_memory(tmp_path: Any) -> None
             "data": {"nextcue": "c"},
         }
         prepared = core.prepare_submit(
-            {"k": "submit", "node": "a", "ops": [{**op, "op_id": ["a/x", n]} for n in (1, 2, 3)]}
+            Submit("a", [{**op, "op_id": ["a/x", n]} for n in (1, 2, 3)])
         )
         core.commit([prepared], 0.0)
     with EventLog.open(path) as elog:  # a restarted controller
@@ -129,7 +131,7 @@ def test_a_stall_of_the_controller_is_not_counted_against_the_nodes() -> None:
     ],
 )
 def test_a_listen_address_beyond_loopback_is_warned_about(address: str, exposed: bool) -> None:
-    from replicas.controller import beyond_loopback
+    from replicas.nngio import beyond_loopback
     from tools.status import render
 
     assert beyond_loopback(address) is exposed

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 
@@ -35,8 +36,21 @@ from eventlog import (
     validate_operation,
 )
 from eventlog.state import digest_bytes
-from replicas import protocol
+from replicas import messages, protocol
 from replicas.client import ControllerClient
+from replicas.messages import (
+    Error,
+    Ev,
+    Fetch,
+    Hello,
+    Message,
+    Reply,
+    SnapshotChunk,
+    StateChunk,
+    StateRequest,
+    Submit,
+    Welcome,
+)
 from replicas.outbox import Outbox
 from replicas.protocol import (
     MAX_FRAME_BYTES,
@@ -176,7 +190,8 @@ def test_a_late_node_process_restores_a_snapshot_larger_than_nng_can_carry(
     procs: list[Proc] = []
     try:
         args = ["controller", "--db", str(ctl_db), "--listen", addr, "--tail-limit", "10"]
-        procs.append(Proc(tmp_path, "controller", [*args, "--snapshot-every", "100"]))
+        args += ["--snapshot-every", "100", "--ws", "off"]  # no UIs (the default port may be taken)
+        procs.append(Proc(tmp_path, "controller", args))
         wait_for("the controller", lambda: _answers(addr), 20)
         submit_all(addr, [biggest_op(i) for i in range(400)])
         with EventLog.open(ctl_db, readonly=True) as elog:
@@ -306,15 +321,29 @@ TS = 1_700_000_000.0
 
 def _welcomed(core: ControllerCore) -> ReplicaCore:
     replica = ReplicaCore("late", MemoryStore())
-    replica.on_welcome(over_the_wire(core.hello({"k": "hello", "node": "late", "after": 0}, TS)))
+    welcome = over_the_wire(core.hello(Hello("late", after=0), TS))
+    assert isinstance(welcome, Welcome), welcome
+    replica.on_welcome(welcome)
     return replica
 
 
-def over_the_wire(msg: dict[str, Any], cap: int = NNG_MAX_BYTES) -> dict[str, Any]:
-    """`msg` as a peer gets it, after checking it fits `cap`."""
-    raw = dumps(msg)
-    assert len(raw) <= cap, f"a {msg.get('k')} message of {len(raw)} bytes (cap {cap})"
-    return protocol.decode(raw, limit=NNG_MAX_BYTES)
+def over_the_wire(msg: Message | dict[str, Any], cap: int = NNG_MAX_BYTES) -> Reply:
+    """Reply `msg` as a peer gets it, after checking it fits `cap`."""
+    raw = messages.encode(msg)
+    assert len(raw) <= cap, f"a {type(msg).__name__} message of {len(raw)} bytes (cap {cap})"
+    return messages.parse_reply(raw, NNG_MAX_BYTES)
+
+
+def frame_over_the_wire(raw: bytes) -> Ev:
+    """An encoded ``ev`` frame as a node gets it."""
+    frame = messages.parse_frame(raw, NNG_MAX_BYTES)
+    assert isinstance(frame, Ev), frame
+    return frame
+
+
+def asks_a_chunk(fetch: Fetch | None) -> bool:
+    """Whether a node's fetch asks for the next chunk of a snapshot."""
+    return fetch is not None and fetch.snapshot is not None
 
 
 @pytest.fixture(scope="module")
@@ -341,8 +370,8 @@ def test_a_group_commit_of_the_largest_submits_is_cut_into_frames_a_node_receive
     replica = _welcomed(core)
     for frame, wire in zip(committed.frames, committed.wire, strict=True):
         assert len(wire) <= MAX_FRAME_BYTES
-        assert protocol.decode(wire, limit=NNG_MAX_BYTES) == over_the_wire(frame)
-        replica.on_frame(protocol.decode(wire, limit=NNG_MAX_BYTES))
+        assert frame_over_the_wire(wire) == frame_over_the_wire(messages.encode(frame))
+        replica.on_frame(frame_over_the_wire(wire))
     assert replica.applied == core.head == 480
     assert replica.digest() == digest(core.elog.state)
 
@@ -364,7 +393,7 @@ def test_catch_up_replies_of_the_largest_events_are_cut_by_bytes(
     replica = _welcomed(core)
     replies = 0
     while (request := replica.next_fetch()) is not None:
-        request = {**request, "mode": "tail"}  # never the snapshot
+        request = msgspec.structs.replace(request, mode="tail")  # never the snapshot
         replies += 1
         replica.on_fetch_reply(over_the_wire(core.fetch(request, TS), MAX_FRAME_BYTES))
         assert replies < 100
@@ -381,10 +410,11 @@ def test_a_snapshot_larger_than_nng_can_carry_is_sent_in_chunks_and_checked(
     replica = _welcomed(core)
     request = replica.next_fetch()
     assert request is not None
-    chunks = []
+    chunks: list[SnapshotChunk] = []
     while request is not None:
-        reply = over_the_wire(core.fetch({**request, "mode": "snapshot"}, TS))
-        assert len(dumps(reply)) <= MAX_FRAME_BYTES + protocol.ENVELOPE_BYTES
+        reply = over_the_wire(core.fetch(msgspec.structs.replace(request, mode="snapshot"), TS))
+        assert isinstance(reply, SnapshotChunk), reply
+        assert len(messages.encode(reply)) <= MAX_FRAME_BYTES + protocol.ENVELOPE_BYTES
         chunks.append(reply)
         replica.on_fetch_reply(reply)
         request = replica.next_fetch()
@@ -398,14 +428,13 @@ def test_a_snapshot_larger_than_nng_can_carry_is_sent_in_chunks_and_checked(
     with pytest.raises(ProtocolError, match="follows nothing"):
         other.on_fetch_reply(chunks[2])
     assert other.partial is None and other.applied == 0
-    assert "snapshot" not in (other.next_fetch() or {}), "a new transfer, from the start"
+    assert not asks_a_chunk(other.next_fetch()), "a new transfer, from the start"
 
     # a chunk altered on the way: the reassembled state fails its digest, nothing is installed
     other = _welcomed(core)
-    bad = dict(chunks[-1])
-    raw = bytearray(base64.b64decode(bad["chunk"]))
+    raw = bytearray(base64.b64decode(chunks[-1].chunk))
     raw[10] ^= 1
-    bad["chunk"] = base64.b64encode(bytes(raw)).decode()
+    bad = msgspec.structs.replace(chunks[-1], chunk=base64.b64encode(bytes(raw)).decode())
     for reply in [*chunks[:-1], bad]:
         if reply is bad:
             with pytest.raises(ProtocolError, match="bad snapshot"):
@@ -418,28 +447,35 @@ def test_a_snapshot_larger_than_nng_can_carry_is_sent_in_chunks_and_checked(
     other = _welcomed(core)
     other.on_fetch_reply(chunks[0])
     ask = other.next_fetch()
-    assert ask is not None and ask["snapshot"] == snap.seq and ask["offset"] > 0
-    gone = core.fetch({**ask, "snapshot": snap.seq - 1}, TS)
-    assert gone["rule"] == "snapshot-gone"
+    assert ask is not None and ask.snapshot == snap.seq and (ask.offset or 0) > 0
+    gone = core.fetch(msgspec.structs.replace(ask, snapshot=snap.seq - 1), TS)
+    assert isinstance(gone, Error) and gone.rule == "snapshot-gone"
     other.on_fetch_reply(over_the_wire(gone))
-    assert other.partial is None and "snapshot" not in (other.next_fetch() or {})
+    assert other.partial is None and not asks_a_chunk(other.next_fetch())
 
 
 def test_a_tools_state_request_over_the_cap_comes_in_chunks(
     big_log: tuple[ControllerCore, Any],
 ) -> None:
     core, _ = big_log
-    first = over_the_wire(core.state_reply({"k": "state"}))
-    assert first["k"] == "state" and "state" not in first and first["offset"] == 0
-    data = bytearray(base64.b64decode(first["chunk"]))
-    while len(data) < first["size"]:
-        ask = {"k": "state", "seq": first["seq"], "offset": len(data)}
-        reply = over_the_wire(core.state_reply(ask))
-        assert reply["k"] == "state" and len(dumps(reply)) <= NNG_MAX_BYTES
-        data += base64.b64decode(reply["chunk"])
-    assert digest_bytes(bytes(data)) == first["digest"] == digest(core.elog.state)
-    gone = core.state_reply({"k": "state", "seq": first["seq"] - 1, "offset": 0})
-    assert gone["rule"] == "state-gone"
+    first = over_the_wire(core.state_reply(StateRequest()))
+    assert isinstance(first, StateChunk) and first.offset == 0, first
+    data = bytearray(base64.b64decode(first.chunk))
+    while len(data) < first.size:
+        reply = over_the_wire(core.state_reply(StateRequest(first.seq, len(data))))
+        assert isinstance(reply, StateChunk), reply
+        assert len(messages.encode(reply)) <= NNG_MAX_BYTES
+        data += base64.b64decode(reply.chunk)
+    assert digest_bytes(bytes(data)) == first.digest == digest(core.elog.state)
+    gone = core.state_reply(StateRequest(first.seq - 1, 0))
+    assert isinstance(gone, Error) and gone.rule == "state-gone"
+
+
+def read_submit(raw: bytes) -> Submit:
+    """A submit request as the controller decodes it."""
+    msg = messages.parse_request(raw)
+    assert isinstance(msg, Submit), msg
+    return msg
 
 
 @pytest.mark.parametrize("shape", ["largest-data", "many-small"])
@@ -458,9 +494,9 @@ def test_a_nodes_outbox_never_builds_a_submit_the_controller_refuses(shape: str)
     sent = 0
     while (found := outbox.next_submit("n1", sent)) is not None:
         msg, items = found
-        raw = dumps(msg)
+        raw = messages.encode(msg)
         assert len(raw) <= MAX_REQUEST_BYTES
-        prepared = core.prepare_submit(protocol.decode(raw))
+        prepared = core.prepare_submit(read_submit(raw))
         assert prepared.errors == [None] * len(items)
         sent += len(items)
     assert sent == 1200
@@ -474,14 +510,17 @@ def test_replies_quoting_a_huge_bad_input_still_fit(tmp_path: Path) -> None:
     ops = [{**op, "op_id": ["n1/a", i + 1]} for i in range(100)]
     raw = dumps({"k": "submit", "node": "n1", "ops": ops})
     assert len(raw) <= MAX_REQUEST_BYTES
-    prepared = core.prepare_submit(protocol.decode(raw))
+    prepared = core.prepare_submit(read_submit(raw))
     committed = core.commit([prepared], TS)
-    reply = dumps(committed.replies[0])
+    reply = messages.encode(committed.replies[0])
     assert len(reply) < MAX_FRAME_BYTES, f"acks of {len(reply)} bytes"
-    assert all(r["rule"] == "unknown-type" for r in committed.replies[0]["results"])
+    assert all(r["rule"] == "unknown-type" for r in committed.replies[0].results)
     # a request whose kind is that string: the error reply is one short line too
-    bad = protocol.error(f"unknown request kind {op['type']!r}")
-    assert len(dumps(bad)) < 8 * 1024
+    bad = messages.error(f"unknown request kind {op['type']!r}")
+    assert len(messages.encode(bad)) < 8 * 1024
+    with pytest.raises(ProtocolError) as refused:  # and so is the decoder's own
+        messages.parse_request(dumps({**op, "k": op["type"]}))
+    assert len(messages.encode(messages.error(str(refused.value)))) < 8 * 1024
 
 
 def test_reading_rows_up_to_a_size_takes_the_longest_run_that_fits() -> None:

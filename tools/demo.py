@@ -236,6 +236,16 @@ def wait_for(
     raise CuelogError(f"demo: timed out after {timeout:g} s waiting for {what}")
 
 
+def send(client: ControllerClient, ops: list[Operation]) -> list[int]:
+    """Append `ops` as the operator; their seqs. An op the controller refused stops the demo
+    with its reason (a refused GO is not refused here: it is appended, as a recorded no-op)."""
+    results = client.submit(ops, OPERATOR)
+    refused = [r for r in results if "seq" not in r]
+    if refused:
+        raise CuelogError(f"the controller refused the demo's operation: {refused[0]}")
+    return [r["seq"] for r in results]
+
+
 def command(name: str, value: Any = None, **extra: Any) -> Operation:
     data = {"value": value, "address": f"/engine/command/{name}", **extra}
     return Operation(OperationType.COMMAND, ActionType.UPDATE, OPERATOR, name, data)
@@ -300,26 +310,28 @@ def play(cluster: Cluster, folder: Path, duration: float) -> int:
         cluster.wait_for(
             "both nodes online",
             lambda: all(status()["nodes"].get(n, {}).get("online") for n in NODES),
+            30.0,  # three processes starting at once on a busy machine take a while
         )
         say("both nodes online; loading the show (a GO in the same breath is refused)")
-        client.submit([command("load", "demo-show", cues=CUES, nodes=list(NODES)), command("go")])
+        send(client, [command("load", "demo-show", cues=CUES, nodes=list(NODES)), command("go")])
         cluster.wait_for("every node armed", lambda: state()["engine"]["armed"] == "yes")
         say("armed: GO cue-1 (node-a)")
-        client.submit([command("go")])
+        send(client, [command("go")])
         cluster.wait_for("cue-1 played", lambda: cue_status("cue-1") == CueStatus.DONE)
-        client.submit(
+        send(
+            client,
             [
                 Operation(
                     OperationType.COMMAND,
                     ActionType.UPDATE,
-                    "controller",
+                    OPERATOR,
                     "player_control",
                     {"address": "/node-b/audio/mixer/0/1/volume", "value": 0.8},
                 )
-            ]
+            ],
         )
         say("GO cue-2 (node-b); SIGKILL node-a while it plays")
-        client.submit([command("go")])
+        send(client, [command("go")])
         cluster.wait_for("cue-2 playing", lambda: CueStatus.is_playing(cue_status("cue-2")))
         cluster.kill9("node-a")
         say("node-a killed (kill -9); restarting it on its replica file")
@@ -331,9 +343,9 @@ def play(cluster: Cluster, folder: Path, duration: float) -> int:
         say(f"the gateway answered /reply/engine/command/go {reply}")
         cluster.wait_for("cue-3 played", lambda: cue_status("cue-3") == CueStatus.DONE)
         say("GO cue-4 (node-b), then STOP mid-cue")
-        client.submit([command("go")])
+        send(client, [command("go")])
         cluster.wait_for("cue-4 playing", lambda: CueStatus.is_playing(cue_status("cue-4")))
-        client.submit([command("stop")])
+        send(client, [command("stop")])
         cluster.wait_for("nodes re-armed", lambda: state()["engine"]["armed"] == "yes")
         cluster.wait_for(
             "every node converged", lambda: all(_caught_up(status(), n) for n in NODES)
