@@ -41,7 +41,6 @@ from replicas.messages import Error, Fetch, Message, Ok, Reply, Welcome
 from replicas.nngio import close_all, guarded
 from replicas.outbox import (
     Coalescer,
-    Items,
     Outbox,
     SubmitterCore,
 )
@@ -496,13 +495,12 @@ class NodeReplica:
 
     async def _submitter(self, contexts: list[Any]) -> None:
         """Send the outbox in order, with up to ``len(contexts)`` submits in flight; what to
-        send and what each reply means is `SubmitterCore`'s. Each submit is chained after the
-        one before it, so the controller keeps this node's order even when a later one
-        overtakes an earlier one. After a failure, every submit in flight is awaited and the
-        unacknowledged ops are sent again from the oldest (op ids make that safe)."""
+        send, what each reply means and when to send again is `SubmitterCore`'s. Each submit
+        is chained after the one before it, so the controller keeps this node's order even
+        when a later one overtakes an earlier one."""
         core = self.submitter
         free = list(contexts)
-        inflight: collections.deque[tuple[Any, Items, asyncio.Task[Any]]]
+        inflight: collections.deque[tuple[Any, asyncio.Task[Reply | None]]]
         inflight = collections.deque()
         wake = self._outbox_wake
         while True:
@@ -510,20 +508,16 @@ class NodeReplica:
                 with contextlib.suppress(TimeoutError):  # submits wait for the hello
                     async with asyncio.timeout(1.0):
                         await self._welcomed.wait()
-            while free:
-                found = core.next_submit()
-                if found is None:
-                    break
-                msg, items = found
+            while free and (msg := core.next_submit()) is not None:
                 ctx = free.pop()
-                inflight.append((ctx, items, asyncio.ensure_future(self._request(ctx, msg))))
+                inflight.append((ctx, asyncio.ensure_future(self._request(ctx, msg))))
             if not inflight:
                 wake.clear()
                 if not len(self.outbox):
                     await wake.wait()
                 continue
-            ctx, items, task = inflight[0]
-            if free and not task.done():
+            ctx, task = inflight[0]
+            if free and not task.done() and not core.draining:
                 wake.clear()
                 self.outbox.want_wake = True
                 if core.more:  # more arrived meanwhile: send them alongside
@@ -538,18 +532,9 @@ class NodeReplica:
             reply = await task
             inflight.popleft()
             free.append(ctx)
-            verdict = core.on_reply(items, reply)
+            verdict = core.on_reply(reply)
             if verdict.hello:
                 self._need_hello()
-            if not verdict.resend:
-                continue
-            # a failure: let the rest land (their acks count), then resend from the oldest
-            while inflight:
-                ctx2, items2, task2 = inflight.popleft()
-                later = await task2
-                free.append(ctx2)
-                core.on_late_reply(items2, later)
-            core.resend_from_oldest()
             if verdict.delay:
                 await asyncio.sleep(verdict.delay)
 

@@ -55,8 +55,10 @@ class OperationRefused(CuelogError):
 class Outbox:
     """Bounded, thread-safe FIFO of operations waiting for their acknowledgement."""
 
-    def __init__(self, node_id: str, maxsize: int, origin: str) -> None:
+    def __init__(self, node_id: str, maxsize: int, origin: str, batch: int = SUBMIT_BATCH) -> None:
         self.node_id = node_id
+        #: most ops in one submit
+        self.batch = batch
         self.maxsize = maxsize
         self.origin = origin
         self._counter = 0
@@ -121,9 +123,9 @@ class Outbox:
 
     def next_submit(self, node_id: str, start: int = 0) -> tuple[Submit, Items] | None:
         """The next ``submit`` request and its items: the ops queued from position `start`, at
-        most `SUBMIT_BATCH` of them and `SUBMIT_BYTES` encoded (at least one), chained after
+        most `batch` of them and `SUBMIT_BYTES` encoded (at least one), chained after
         the op before them. Always under the controller's ``protocol.MAX_REQUEST_BYTES``."""
-        items = self.peek(SUBMIT_BATCH, start, SUBMIT_BYTES)
+        items = self.peek(self.batch, start, SUBMIT_BYTES)
         if not items:
             return None
         first, last = items[0][0]["op_id"][1], items[-1][0]["op_id"][1]
@@ -150,52 +152,72 @@ class Verdict:
 
 
 class SubmitterCore:
-    """The submitter's decisions over an `Outbox`: the shell sends what `next_submit` gives,
-    in order, keeps several in flight, and hands each reply back, oldest first."""
+    """The submitter's decisions over an `Outbox`. The shell sends what `next_submit` gives,
+    keeps several in flight, and hands each reply back oldest first (`on_reply`); it waits
+    what the verdict says before sending more.
+
+    After a failure the submits still in flight behind it are let land (their acks count:
+    the same op ids get the same seqs back), nothing new is sent meanwhile, and once the last
+    of them is back everything unacknowledged is sent again from the oldest op."""
 
     def __init__(self, outbox: Outbox, node_id: str) -> None:
         self.outbox = outbox
         self.node_id = node_id
         #: ops from the head of the outbox that are in flight
         self.sent = 0
+        #: the items of each submit in flight, oldest first
+        self.inflight: collections.deque[Items] = collections.deque()
+        #: a submit failed: the rest in flight are landing; then send again from the oldest
+        self.draining = False
+        self._wait = 0.0
         self.backoff = BACKOFF_MIN
 
-    def next_submit(self) -> tuple[Submit, Items] | None:
-        """The next submit to send (after those in flight), or None."""
+    def next_submit(self) -> Submit | None:
+        """The next submit to send (after those in flight), or None (nothing queued, or the
+        ones in flight must land first)."""
+        if self.draining:
+            return None
         found = self.outbox.next_submit(self.node_id, self.sent)
-        if found is not None:
-            self.sent += len(found[1])
-        return found
+        if found is None:
+            return None
+        msg, items = found
+        self.sent += len(items)
+        self.inflight.append(items)
+        return msg
 
     @property
     def more(self) -> bool:
-        """Whether ops were queued that are not in flight yet."""
-        return len(self.outbox) > self.sent
+        """Whether ops were queued that are not in flight yet (and may be sent now)."""
+        return not self.draining and len(self.outbox) > self.sent
 
-    def on_reply(self, items: Items, reply: Reply | None) -> Verdict:
+    def on_reply(self, reply: Reply | None) -> Verdict:
         """The reply to the oldest submit in flight (None: none came in time)."""
+        items = self.inflight.popleft()
         rule = reply.rule if isinstance(reply, Error) else None
         hello = rule in HELLO_RULES
+        if self.draining:  # one that was in flight behind a failure: its acks count
+            if isinstance(reply, Acks):
+                settle_acks(items, reply)
+            return self._drained(hello)
         if reply is not None and rule not in RETRY_RULES:
             self.backoff = BACKOFF_MIN
             self.outbox.drop(len(items))
             self.sent -= len(items)
             settle_acks(items, reply)
             return Verdict(resend=False, hello=hello)
+        self.draining = True
         if rule in _NO_WAIT:
-            return Verdict(resend=True, delay=0.0, hello=hello)
-        delay, self.backoff = self.backoff, min(self.backoff * 2, BACKOFF_MAX)
-        return Verdict(resend=True, delay=delay, hello=hello)
+            self._wait = 0.0
+        else:
+            self._wait, self.backoff = self.backoff, min(self.backoff * 2, BACKOFF_MAX)
+        return self._drained(hello)
 
-    def on_late_reply(self, items: Items, reply: Reply | None) -> None:
-        """A reply to a submit that was in flight behind a failed one: its acks count (its
-        ops are sent again all the same; the same op ids get the same seqs back)."""
-        if isinstance(reply, Acks):
-            settle_acks(items, reply)
-
-    def resend_from_oldest(self) -> None:
-        """After a failure, once nothing is in flight: start again from the oldest op."""
-        self.sent = 0
+    def _drained(self, hello: bool) -> Verdict:
+        if self.inflight:
+            return Verdict(resend=True, hello=hello)
+        self.draining = False
+        self.sent = 0  # nothing in flight: start again from the oldest op
+        return Verdict(resend=True, delay=self._wait, hello=hello)
 
 
 def settle_acks(items: Items, reply: Reply) -> None:

@@ -661,12 +661,12 @@ class ReplicationSim(RuleBasedStateMachine):
         sub = peer.sub
         while peer.inflight and peer.inflight[0].answered:
             sent = peer.inflight.pop(0)
-            if sub.on_reply(sent.items, sent.reply).resend:
+            if sub.on_reply(sent.reply).resend:
                 note("resend from the oldest unacknowledged op")
-                for later in peer.inflight:
-                    sub.on_late_reply(later.items, later.reply)
+                for later in peer.inflight:  # one not answered yet is given up on
+                    sub.on_reply(later.reply)
                 peer.inflight.clear()
-                sub.resend_from_oldest()
+                assert not sub.draining and sub.sent == 0
         for _, future in sub.outbox.peek(OUTBOX_SIZE):
             assert not future.done() or future.exception() is None, "a valid op was refused"
 
@@ -947,9 +947,8 @@ class ReplicationSim(RuleBasedStateMachine):
         for group in groups:
             for kind, x in group:
                 sub.outbox.put(node_op(kind, x, peer.node, self.cfg.nodes), validated=True)
-            if len(peer.inflight) < SUBMIT_DEPTH and (found := sub.next_submit()) is not None:
-                msg, items = found
-                peer.inflight.append(Sent(items))
+            if len(peer.inflight) < SUBMIT_DEPTH and (msg := sub.next_submit()) is not None:
+                peer.inflight.append(Sent(sub.inflight[-1]))
                 out.append((msg, peer.inflight[-1]))
         if len(out) > 1:
             note("pipelined chained submits")
