@@ -62,7 +62,7 @@ from eventlog.store_file import (
     stamp,
     swap,
 )
-from eventlog.store_rows import INSERT_EVENTS, NOT_RECORDED, event_to_row
+from eventlog.store_rows import NOT_RECORDED
 from eventlog.store_schema import ROLES, SCHEMA_VERSION, NewLog, Role, create, load, write_meta
 from eventlog.store_write import AppendResult, LogWrites
 
@@ -80,11 +80,6 @@ __all__ = [
 log = ComponentLog("cuelog.store")
 
 DEFAULT_SNAPSHOT_EVERY: Final = 1000
-
-#: the insert and the row maker the appends use: the log benchmark times a raw
-#: ``executemany`` of exactly these against `EventLog.append_batch`
-_INSERT_EVENTS: Final = INSERT_EVENTS
-_event_to_row: Final = event_to_row
 
 
 class EventLog(LogWrites):

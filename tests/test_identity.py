@@ -44,8 +44,9 @@ def live(tmp_path: Path) -> Iterator[tuple[str, ControllerThread, NodeCommunicat
         assert core is not None
         # n1 holds its id once it beats
         wait_for("n1 online", lambda: bool(core.nodes.get("n1") and core.nodes["n1"].instance))
-        # and its node_joined is in the log (heads the tests read stay put)
-        wait_for("n1 in step", lambda: converged(addr, ["n1"]))
+        # and its node_joined (the log's first event) is committed and applied: heads the
+        # tests read stay put
+        wait_for("n1 in step", lambda: core.head >= 1 and converged(addr, ["n1"]))
         yield addr, ctl, n1
 
 

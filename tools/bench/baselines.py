@@ -24,7 +24,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from websockets.asyncio.client import connect
 
 from eventlog import Event
-from eventlog.store import _INSERT_EVENTS, _event_to_row
+from eventlog.store_rows import INSERT_EVENTS, event_to_row
 from tools.bench.common import Figures, ms, timeit
 
 #: round trips made before any is timed
@@ -47,9 +47,9 @@ def raw_append(path: Path, events: list[Event], batch: int) -> float:
 
     def go() -> None:
         for start in range(0, len(events), batch):
-            rows = [_event_to_row(e) for e in events[start : start + batch]]
+            rows = [event_to_row(e) for e in events[start : start + batch]]
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(_INSERT_EVENTS, rows)
+            conn.executemany(INSERT_EVENTS, rows)
             conn.execute("COMMIT")
 
     elapsed = timeit(go)
