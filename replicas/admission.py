@@ -45,6 +45,8 @@ class Ticket:
 
     prepared: Prepared
     token: Token
+    #: committed in a transaction of its own (its group commit failed: find the culprit)
+    alone: bool = False
 
 
 @dataclass(slots=True)
@@ -116,8 +118,12 @@ class Admission:
     # ------------------------------------------------------------------ commits
 
     def take(self) -> list[Ticket]:
-        """Everything admitted so far: the next group commit."""
-        batch, self.queue = self.queue, []
+        """The next group commit: everything admitted so far, up to the first ticket that
+        must go alone (or that one ticket)."""
+        if self.queue and self.queue[0].alone:
+            return [self.queue.pop(0)]
+        cut = next((i for i, t in enumerate(self.queue) if t.alone), len(self.queue))
+        batch, self.queue = self.queue[:cut], self.queue[cut:]
         return batch
 
     def committed(self, batch: list[Ticket], replies: list[Acks]) -> Answers:
@@ -127,7 +133,16 @@ class Admission:
     def commit_failed(self, batch: list[Ticket], why: str) -> Answers:
         """The commit of `batch` raised: nothing of it is acknowledged. Nodes resend (op ids
         make that safe), so everything of the same origins queued or parked behind it goes
-        back to them too; the controller's own ops are queued again, a few times."""
+        back to them too; the controller's own ops are queued again, a few times.
+
+        A failed group of several submits is not answered: its tickets go back to the front
+        of the queue, in order, each to be committed alone, so one bad op (a peer's, or a
+        bug's) fails only its own submit, never everyone else's in the same commit."""
+        if len(batch) > 1:
+            for ticket in batch:
+                ticket.alone = True
+            self.queue = batch + self.queue
+            return []
         origins = {t.prepared.origin for t in batch if t.prepared.origin is not None}
         self.core.forget_origins(origins)
         answers: Answers = []

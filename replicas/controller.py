@@ -445,10 +445,13 @@ class Controller:
                     continue
                 except Exception as exc:
                     log.error(
-                        "commit of %d submits failed (%s); they were not acknowledged and will "
-                        "be retried",
+                        "commit of %d submit%s failed (%s); nothing of it is acknowledged%s",
                         len(batch),
+                        "s" if len(batch) > 1 else "",
                         exc,
+                        "; committing them one at a time to find the one at fault"
+                        if len(batch) > 1
+                        else "",
                         seq=core.head,
                     )
                     self._answer(admission.commit_failed(batch, str(exc)))

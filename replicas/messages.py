@@ -37,10 +37,13 @@ from replicas.protocol import (
     clip,
 )
 
+#: the largest integer SQLite stores (and JSON encoders write): a bigger one in a message
+#: would poison whatever is built from it (a node_joined carrying it fails every commit)
+MAX_INT = 2**63 - 1
 #: a count, seq or offset: never negative
-Count = Annotated[int, msgspec.Meta(ge=0)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT)]
 #: a seq of the log (events start at 1)
-Seq = Annotated[int, msgspec.Meta(ge=1)]
+Seq = Annotated[int, msgspec.Meta(ge=1, le=MAX_INT)]
 #: a non-empty string
 Name = Annotated[str, msgspec.Meta(min_length=1)]
 
@@ -299,6 +302,10 @@ def events_of(msg: Ev | Events) -> list[Event]:
         ]
     except KeyError as exc:
         raise ProtocolError(f"bad event in frame: unknown type or action {exc}") from None
+    try:  # every value stays encodable (an int over 64 bits would break the replica's file
+        dumps([e.data for e in msg.events])  # and its digest): one pass in C for the frame
+    except TypeError as exc:
+        raise ProtocolError(f"bad event data in frame: {exc}") from None
     for before, after in itertools.pairwise(events):
         if after.seq != before.seq + 1:
             raise ProtocolError("events in a frame must be consecutive")
@@ -354,6 +361,8 @@ def _parse(decoder: msgspec.json.Decoder[Any], raw: bytes, limit: int) -> Any:
     except msgspec.DecodeError as exc:
         # msgspec says which field and why ("Expected `int` >= 0 - at `$.after`")
         raise ProtocolError(f"bad message: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("bad message: nested too deep") from None
 
 
 def parse_request(raw: bytes, limit: int = MAX_REQUEST_BYTES) -> Request:

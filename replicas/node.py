@@ -450,6 +450,9 @@ class NodeReplica:
                 except (ProtocolError, CuelogError) as exc:
                     self.log.warning("bad fetch reply: %s", exc, seq=self.applied_seq)
                     break
+                except Exception:  # a bug (or a lying peer) costs this reply, never the node
+                    self.log.exception("could not apply a fetch reply", seq=self.applied_seq)
+                    break
                 self._after_input()
                 if not inflight:
                     return True
@@ -474,6 +477,8 @@ class NodeReplica:
                 self._fire(core.on_frame(msg, time.monotonic()))
             except (ProtocolError, CuelogError) as exc:
                 self.log.warning("dropped a bad frame: %s", exc, seq=self.applied_seq)
+            except Exception:  # a bug (or a lying peer) costs this frame, never the node
+                self.log.exception("could not apply a frame; dropped", seq=self.applied_seq)
             self._after_input()
 
     async def _beats(self, ctx: Any) -> None:

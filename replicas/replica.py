@@ -296,7 +296,7 @@ class ReplicaCore:
         self.controller_log = log_id
         if tz:
             self.store.set_show_tz(tz)  # the show's zone, for `replay` of this replica's file
-        self.known_head = head if changed else max(head, self.known_head)
+        self.known_head = head  # the controller's word now (frames before it were dropped)
         self._saw(head, msg.ts)
         self._fresh_clock(msg.ts, now)
         self.need_hello = False
@@ -344,7 +344,10 @@ class ReplicaCore:
         if log_id != self.controller_log:
             self.need_hello = True
             return []
-        self._saw(msg.head, msg.ts)
+        # a reply is the controller's word on its head now: a frame's may have been stale, or
+        # a lie (one huge heartbeat head must not make the node fetch nothing forever)
+        self.known_head = msg.head
+        self.controller_ts = msg.ts
         if isinstance(msg, Events):
             return self._receive(events_of(msg))
         seq, ts, dig, size, offset = msg.seq, msg.ts, msg.digest, msg.size, msg.offset

@@ -121,7 +121,7 @@ class ControllerCore(Membership, CatchUpServer):
         #: the snapshot last sent to a node, and the big state last sent to a tool (chunks of
         #: them are asked for one at a time)
         self._served: Snapshot | None = None
-        self._state_sent: Snapshot | None = None
+        self._states_sent: OrderedDict[int, Snapshot] = OrderedDict()
         super().__init__(node_timeout)
         self.tail_limit = tail_limit
         self.log_id = elog.log_id

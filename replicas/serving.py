@@ -11,11 +11,13 @@ served is kept in memory, so the chunks of a big one are not read again for ever
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from typing import Any, Final
 
 import msgspec
 
-from eventlog import EventLog, Snapshot
+from eventlog import EventLog, Snapshot, take
 from eventlog.logctx import ComponentLog
 from replicas import messages, protocol
 from replicas.messages import Error, Fetch, SnapshotChunk, State, StateChunk, StateRequest
@@ -23,6 +25,8 @@ from replicas.protocol import MAX_FRAME_EVENTS, Rule
 
 log = ComponentLog("cuelog.sequencer")
 
+#: big states kept for the tools reading them in chunks (the newest)
+STATES_KEPT: Final = 4
 #: a fetch further behind than this (in events) gets the newest snapshot instead of the tail
 DEFAULT_TAIL_LIMIT: Final = 20_000
 
@@ -38,7 +42,7 @@ class CatchUpServer:
     #: the snapshot last sent to a node, and the big state last sent to a tool (chunks of
     #: them are asked for one at a time)
     _served: Snapshot | None
-    _state_sent: Snapshot | None
+    _states_sent: OrderedDict[int, Snapshot]
 
     def fetch(self, msg: Fetch, now: float) -> dict[str, Any] | SnapshotChunk | Error:
         """The tail after ``after`` if it is retained and not too long, else the newest
@@ -114,22 +118,25 @@ class CatchUpServer:
         return "tail"
 
     def state_reply(self, msg: StateRequest | None = None) -> State | StateChunk | Error:
-        """The whole current state at one seq (takes the log's lock: call off the event loop).
+        """The whole current state at one seq (folds on the reader's connection: call it off
+        the event loop; the writer, and so every GO, never waits for it).
 
-        A state over ``MAX_FRAME_BYTES`` encoded is sent as a snapshot in chunks
-        (`messages.State` with a snapshot's chunk fields): the client asks for the next
-        one with ``seq`` and ``offset`` (the last state sent is kept for that)."""
+        A state over ``MAX_FRAME_BYTES`` encoded is sent in chunks (`messages.StateChunk`):
+        the client asks for the next one with ``seq`` and ``offset``. The last few such states
+        are kept for that, so tools reading at the same time do not push each other out."""
         seq = None if msg is None else msg.seq
         if msg is not None and seq is not None:
-            held = self._state_sent
-            if held is None or held.seq != seq:
+            held = self._states_sent.get(seq)
+            if held is None:
                 return messages.error(
                     f"the state at seq {seq} is gone: ask for the state again", Rule.STATE_GONE
                 )
             return self._state_chunk(held, msg.offset or 0)
-        snap = self.elog.snapshot_now()
+        snap = take(self.reader.state_at(self._head), time.time())
         if len(snap.state) + protocol.ENVELOPE_BYTES > protocol.MAX_FRAME_BYTES:
-            self._state_sent = snap
+            self._states_sent[snap.seq] = snap
+            while len(self._states_sent) > STATES_KEPT:
+                self._states_sent.popitem(last=False)
             return self._state_chunk(snap, 0)
         return State(self.log_id, snap.seq, snap.digest, msgspec.Raw(snap.state))
 

@@ -119,6 +119,27 @@ def test_a_failed_commit_sends_back_everything_of_its_origins_behind_it() -> Non
     ]
 
 
+def test_a_failed_group_is_committed_again_one_submit_at_a_time() -> None:
+    """One bad submit (a peer's, or a bug's) must not fail everyone else's in its commit."""
+    _, admission = fresh()
+    admission.submit(prepared(1, 2), chain(1, 2, head=True), 1, 0.0)
+    admission.submit(prepared(1, 1, node="n2", origin="n2/def"), None, 2, 0.0)
+    admission.submit(prepared(3, 1), chain(3, 1), 3, 0.0)
+    group = admission.take()
+    assert [t.token for t in group] == [1, 2, 3]
+    assert admission.commit_failed(group, "Integer exceeds 64-bit range") == []
+    admission.submit(prepared(1, 1, node="n3", origin="n3/abc"), None, 4, 0.0)
+    # the failed group's submits come back first, each alone, in their order
+    assert [t.token for t in admission.take()] == [1]  # (committed: fine)
+    culprit = admission.take()  # say n2's submit is the bad one
+    assert [t.token for t in culprit] == [2]
+    answers = admission.commit_failed(culprit, "Integer exceeds 64-bit range")
+    assert [(t, refused(r).rule) for t, r in answers] == [(2, "commit")]
+    # the rest goes on: n1's second submit alone, then the new one in a group again
+    assert [t.token for t in admission.take()] == [3]
+    assert [t.token for t in admission.take()] == [4]
+
+
 def test_the_controllers_own_ops_are_retried_a_few_times_then_refused() -> None:
     _, admission = fresh()
     op = Operation(OperationType.STATUS, ActionType.UPDATE, CONTROLLER, "t", {})

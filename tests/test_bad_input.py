@@ -106,6 +106,10 @@ BAD_REQUESTS = [
     (b'{"k": "fetch", "node": "n1", "log": "x", "after": 1e999}', "Number out of range"),
     # not valid JSON anywhere in the message, even in a field no kind has
     (b'{"k": "submit", "node": "n1", "ops": [], "x": 1e999}', "bad message"),
+    # past 64 bits: what a controller builds from it (a node_joined) could never be stored
+    (b'{"k": "hello", "node": "n1", "after": 18446744073709551616}', "<= 9223372036854775807"),
+    (b'{"k": "beat", "node": "n1", "applied": 9223372036854775808, "digest": "d"}', "<="),
+    (b'{"k": "submit", "node": "n1", "ops": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "deep"),
     ('"\udcff"'.encode("utf-8", "surrogatepass"), "Expected `object`, got `str`"),
     ('{"k": "hello", "node": "\udcff"}'.encode("utf-8", "surrogatepass"), "Invalid UTF-8"),
 ]

@@ -152,3 +152,52 @@ def test_beat_replies_decide_when_to_say_hello_again() -> None:
         core = applied_five()
         core.on_beat_reply(core.beat(), reply, 20.0)
         assert core.need_hello, reply
+
+
+def test_one_lying_heartbeat_head_costs_one_fetch_not_a_fetch_loop() -> None:
+    """A heartbeat may claim any head (a stale or hostile one); the fetch reply's head is the
+    controller's word and ends the hunt for events that do not exist."""
+    core = joined()
+    core.on_frame(Hb(LOG, messages.MAX_INT, 1000.0), 0.1)
+    ask = core.next_fetch()
+    assert ask is not None and ask.after == 0
+    empty = messages.parse_reply(
+        messages.encode(protocol.rows_reply(LOG, [], 0, 1000.0)), protocol.MAX_FRAME_BYTES
+    )
+    core.on_fetch_reply(empty, 0.2)
+    assert core.next_fetch() is None and core.known_head == 0
+
+
+def test_a_frame_with_values_no_replica_could_store_is_refused_whole() -> None:
+    """An int over 64 bits in an event's data (only a lying controller sends one) would break
+    the replica's file and its digest: the frame is refused before anything is applied."""
+    good = protocol.events_frame(LOG, [ev(1)], 1000.0)
+    bad = protocol.events_frame(LOG, [ev(2)], 1000.0)
+    raw = messages.encode(bad).replace(b'"nextcue":"c2"', b'"nextcue":' + str(2**64).encode())
+    core = joined()
+    core.on_frame(messages.parse_frame(messages.encode(good), protocol.MAX_FRAME_BYTES), 0.1)
+    wire = messages.parse_frame(raw, protocol.MAX_FRAME_BYTES)
+    try:
+        core.on_frame(wire, 0.1)
+    except protocol.ProtocolError as exc:
+        assert "bad event data" in str(exc)
+    else:
+        raise AssertionError("a frame with a 65-bit int was applied")
+    assert core.applied == 1
+    core.digest()  # the state is still whole
+
+
+def test_seqs_and_op_ids_past_64_bits_are_refused_at_decoding() -> None:
+    for field in (b'"first":1', b'"op_id":["n9",1]'):
+        raw = messages.encode(protocol.events_frame(LOG, [ev(1)], 1000.0))
+        huge = (
+            field.replace(b"1", str(2**64).encode())
+            if b"op_id" not in field
+            else (b'"op_id":["n9",' + str(2**64).encode() + b"]")
+        )
+        try:
+            messages.parse_frame(raw.replace(field, huge), protocol.MAX_FRAME_BYTES)
+        except protocol.ProtocolError as exc:
+            assert "<= 9223372036854775807" in str(exc), exc
+        else:
+            raise AssertionError(f"{huge!r} was decoded")

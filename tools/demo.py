@@ -379,8 +379,8 @@ def play(cluster: Cluster, folder: Path, duration: float) -> int:
         print(f"  {replay} serve {db} --speed 5   # watch it again in a UI (ws://127.0.0.1:9290)")
         print(f"  {replay} verify {folder / 'node-a.db'}  # a node's replica file is a log too")
         print("\nwhile it runs:")
-        print(f"  {cuelog} status --controller {cluster.address}   (while it runs)")
-        print(f"  {cluster.page}   the status page (while it runs; {cluster.page}state is JSON)")
+        print(f"  {cuelog} status --controller {cluster.address}")
+        print(f"  {cluster.page}   the status page ({cluster.page}state is JSON)")
         print(f"  logs: {folder}/controller.log, {folder}/node-a.log, {folder}/node-b.log")
         if duration:
             say(

@@ -45,7 +45,7 @@ def render(status: dict[str, Any]) -> str:
     lines = [
         f"log      {status['log_id']}",
         f"head     {status['head_seq']}",
-        f"digest   {status['digest']}",
+        f"digest   {status['digest'] or 'not yet at this head (busy; it is between commits)'}",
         f"key      {status.get('key') or 'none (any peer that reaches it is admitted)'}",
         "",
         f"{'node':<16} {'online':<7} {'applied':>8} {'lag ev':>7} {'lag s':>7}  digest",
