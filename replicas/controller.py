@@ -375,7 +375,10 @@ class Controller:
         core = self.core
         assert core is not None
         try:
-            await asyncio.to_thread(core.settle_digest, node)
+            asked = core.to_settle(node)
+            if asked is not None:
+                found = await asyncio.to_thread(core.digest_of, asked[0])
+                core.settled(node, *asked, found)  # on the loop, like every write to the core
         except Exception as exc:
             log.debug("could not settle the digest of %s: %s", node, exc)
         finally:

@@ -471,16 +471,41 @@ class ControllerCore(Membership, CatchUpServer):
         info.same_log = same_log
         return Ok(self.log_id, self.head, now), ops
 
-    def settle_digest(self, node: str) -> None:
-        """Resolve an unknown digest match by folding the log (slow path; call off the loop)."""
+    def to_settle(self, node: str) -> tuple[int, str] | None:
+        """``(applied, digest)`` a node reported whose match with the log is unknown (a seq
+        between commit boundaries), or None: what `digest_of` folds the log to check."""
         info = self.nodes.get(node)
         if info is None or info.digest_match is not None or not info.digest or not info.same_log:
-            return
-        applied, reported = info.applied, info.digest  # one consistent reading
-        if self.reader.base_seq <= applied <= self.reader.head:
-            match = self.compute_digest_at(applied) == reported
-            if (info.applied, info.digest) == (applied, reported):  # no newer beat meanwhile
-                info.digest_match = match
+            return None
+        return info.applied, info.digest
+
+    def digest_of(self, seq: int) -> str | None:
+        """The log's digest after `seq`, folding on the reader (slow: the controller calls it
+        on a worker thread), or None when this log does not hold that seq."""
+        if self.reader.base_seq <= seq <= self.reader.head:
+            return self.compute_digest_at(seq)
+        return None
+
+    def settled(self, node: str, applied: int, reported: str, found: str | None) -> None:
+        """`digest_of` gave `found` for what `node` reported: its match, unless it beat
+        again meanwhile."""
+        info = self.nodes.get(node)
+        if (
+            found is not None
+            and info is not None
+            and (info.applied, info.digest)
+            == (
+                applied,
+                reported,
+            )
+        ):
+            info.digest_match = found == reported
+
+    def settle_digest(self, node: str) -> None:
+        """`to_settle`, `digest_of` and `settled` in one go (for callers in one thread)."""
+        asked = self.to_settle(node)
+        if asked is not None:
+            self.settled(node, *asked, self.digest_of(asked[0]))
 
     def status(self, now: float, mono: float | None = None) -> Status:
         head = self.head
