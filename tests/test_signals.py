@@ -127,8 +127,13 @@ class Demo:
         return code
 
     def kill_all(self) -> None:
-        """Whatever happened, leave nothing running (before the fix, the children stay)."""
-        for pid in [self.proc.pid, *self.kids]:
+        """Whatever happened, leave nothing running (before the fix, the children stay), also
+        when the demo failed before its children were counted."""
+        try:
+            living = children(self.proc.pid)
+        except OSError:  # it is gone already
+            living = []
+        for pid in [self.proc.pid, *self.kids, *living]:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         self.proc.wait(10)
