@@ -20,6 +20,13 @@ from eventlog.event import Event
 from eventlog.operation import ActionType, OperationType
 from eventlog.state import CueStatus, State
 
+# the cue-status encoding (`CueStatus`) bound once as plain names: looking attributes up on
+# an enum class costs the fold a fifth of its speed
+_is_playing: Final = CueStatus.is_playing
+_is_final: Final = CueStatus.is_final
+_DONE: Final = int(CueStatus.DONE)
+_UNPLAYED: Final = int(CueStatus.UNPLAYED)
+
 #: status targets the controller appends itself for liveness.
 NODE_JOINED: Final = "node_joined"
 NODE_LEFT: Final = "node_left"
@@ -42,7 +49,7 @@ def _remove_current(state: State, cue: str) -> None:
 def _cue_add(state: State, event: Event) -> str | None:
     cue = event.op.target
     known = state.cues.get(cue)
-    if known is not None and CueStatus.is_playing(known["status"]):
+    if known is not None and _is_playing(known["status"]):
         return f"cue {cue} is already playing"
     offset = str(_data(event).get("offset", ""))
     state.cues[cue] = {"status": 1, "offset": offset, "node": event.op.sender, "seq": event.seq}
@@ -53,14 +60,14 @@ def _cue_add(state: State, event: Event) -> str | None:
 def _cue_update(state: State, event: Event) -> str | None:
     cue = event.op.target
     known = state.cues.get(cue)
-    if known is None or not CueStatus.is_playing(known["status"]):
+    if known is None or not _is_playing(known["status"]):
         return f"progress for cue {cue}, which is not playing"
     pct = _data(event).get("percentage")
     if not isinstance(pct, int) or pct == 0:
         return f"progress {pct!r} for cue {cue} is not a playing status"
     known["status"] = pct
     known["seq"] = event.seq
-    if CueStatus.is_final(pct):
+    if _is_final(pct):
         _remove_current(state, cue)
     return None
 
@@ -68,9 +75,9 @@ def _cue_update(state: State, event: Event) -> str | None:
 def _cue_remove(state: State, event: Event) -> str | None:
     cue = event.op.target
     known = state.cues.get(cue)
-    if known is None or not CueStatus.is_playing(known["status"]):
+    if known is None or not _is_playing(known["status"]):
         return f"stale remove: cue {cue} is not playing"
-    known["status"] = CueStatus.DONE.value
+    known["status"] = _DONE
     known["seq"] = event.seq
     _remove_current(state, cue)
     return None
@@ -164,7 +171,7 @@ def _list_cues(state: State, listed: Any, seq: int) -> None:
             continue
         node = info.get("node")
         state.cues[cue] = {
-            "status": CueStatus.UNPLAYED.value,
+            "status": _UNPLAYED,
             "offset": "",
             "node": node if isinstance(node, str) else "",
             "seq": seq,
@@ -211,7 +218,7 @@ def _command(state: State, event: Event) -> str | None:
     elif target == "stop":
         _reset_show(state)
         for cue in state.cues.values():
-            cue["status"] = CueStatus.UNPLAYED.value
+            cue["status"] = _UNPLAYED
     elif target == "unload":
         if engine["running"] == "yes":
             reason = "unload refused while running"
