@@ -196,6 +196,7 @@ class EventLog(LogWrites):
         self.created = meta.created
         self.role = meta.role
         self.show_tz = meta.tz
+        self.epoch = meta.epoch
         self.noops_from = meta.noops_from
         self._refresh_head()
         self._check_role()
@@ -258,6 +259,16 @@ class EventLog(LogWrites):
                 return
             self._set_meta("tz", name)
             self.show_tz = name
+
+    def set_epoch(self, epoch: int) -> None:
+        """Record the highest controller epoch seen (it only goes up; a replica refuses any
+        frame of an older one, also after a restart)."""
+        with self._lock:
+            self._check_open()
+            if self.readonly or epoch <= self.epoch:
+                return
+            self._set_meta("epoch", str(epoch))
+            self.epoch = epoch
 
     def set_role(self, role: Role) -> None:
         """Mark the file as a `role` log, whatever it was (`cuelog rebuild` makes a copy of a
@@ -375,7 +386,10 @@ class EventLog(LogWrites):
                     self._conn.execute("DELETE FROM snapshots")
                     if snapshot is not None:
                         self._write_snapshot(snapshot)
-                    write_meta(self._conn, {"log_id": log_id, "base_seq": str(state.seq)})
+                    fresh = {"log_id": log_id, "base_seq": str(state.seq)}
+                    if self.epoch:  # a file set aside took its meta along: keep the fence
+                        fresh["epoch"] = str(self.epoch)
+                    write_meta(self._conn, fresh)
             except sqlite3.DatabaseError as exc:
                 raise file_error(self.path, exc, self.role) from None
             self.log_id = log_id

@@ -57,6 +57,8 @@ class LogCore:
         self.role: str | None = None
         #: the show's time zone (`eventlog.showtz`); None for a file from before zones
         self.show_tz: str | None = None
+        #: the highest controller epoch this file has seen (`EventLog.set_epoch`)
+        self.epoch = 0
         #: the first seq whose row says why the reducer made it a no-op (``noop``); None when
         #: the file records none (schema 2, read as it is)
         self.noops_from: int | None = None

@@ -66,6 +66,9 @@ class Meta:
     #: the first seq whose row records its no-op reason; None when the file records none
     #: (schema 2, read as it is)
     noops_from: int | None
+    #: the highest controller epoch this file has seen (a node refuses anything older: an old
+    #: leader's frames); 0 for a log that never had more than one controller
+    epoch: int = 0
 
 
 def load(
@@ -125,7 +128,14 @@ def load(
         role=meta.get("role"),
         tz=meta.get("tz"),
         noops_from=int(meta.get("noops_from", "1")) if version >= 3 else None,
+        epoch=_epoch(meta.get("epoch", "0")),
     )
+
+
+def _epoch(text: str) -> int:
+    """A stored epoch; a value that is not one counts as none (0): the epoch only ever goes
+    up, and the next frame of a live controller sets it again."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 19 else 0
 
 
 def create(conn: sqlite3.Connection, new: NewLog) -> None:

@@ -517,7 +517,7 @@ class Controller:
         while True:
             await asyncio.sleep(self.heartbeat_interval / 2)
             if time.monotonic() - self._last_publish >= self.heartbeat_interval:
-                frame = Hb(core.log_id, core.head, time.time())
+                frame = Hb(core.log_id, core.head, time.time(), core.epoch)
                 await self._publish(messages.encode(frame))
 
     async def _liveness(self) -> None:

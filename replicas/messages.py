@@ -169,6 +169,11 @@ class Welcome(Message, tag="welcome"):
     resync: bool = False
     version: int = 1
     tz: str | None = None
+    #: the controller's epoch (it only goes up: a new leader's is higher), and the first seq
+    #: it appended as leader: events a replica holds from there on, applied under an older
+    #: epoch, are an old leader's tail that was never acknowledged (see `replicas.replica`)
+    epoch: Count = 0
+    epoch_start: Count = 0
 
 
 class Acks(Message, tag="acks"):
@@ -185,6 +190,7 @@ class Ok(Message, tag="ok"):
     log: str
     head: Count
     ts: float
+    epoch: Count = 0
 
 
 class SnapshotChunk(Message, tag="snapshot"):
@@ -198,6 +204,7 @@ class SnapshotChunk(Message, tag="snapshot"):
     size: Count
     offset: Count
     chunk: str
+    epoch: Count = 0
 
 
 class State(Message, tag="state"):
@@ -261,6 +268,7 @@ class Events(Message, tag="events"):
     events: Annotated[list[WireEvent], msgspec.Meta(max_length=MAX_FRAME_EVENTS)]
     first: Count | None = None
     last: Count | None = None
+    epoch: Count = 0
 
 
 class Ev(Message, tag="ev"):
@@ -271,6 +279,7 @@ class Ev(Message, tag="ev"):
     last: Count
     ts: float
     events: Annotated[list[WireEvent], msgspec.Meta(max_length=MAX_FRAME_EVENTS)]
+    epoch: Count = 0
 
 
 class Hb(Message, tag="hb"):
@@ -279,6 +288,7 @@ class Hb(Message, tag="hb"):
     log: Name
     head: Count
     ts: float
+    epoch: Count = 0
 
 
 Reply = Welcome | Acks | Ok | SnapshotChunk | State | StateChunk | Status | Error | Events
@@ -321,7 +331,9 @@ def error(
     return Error(clip(text, MAX_ERROR_REPLY_CHARS), rule, log, head)
 
 
-def snapshot_reply(log_id: str, snap: Snapshot, head: int, offset: int = 0) -> SnapshotChunk:
+def snapshot_reply(
+    log_id: str, snap: Snapshot, head: int, offset: int = 0, epoch: int = 0
+) -> SnapshotChunk:
     """One chunk of `snap`'s encoded state from `offset`: ``SNAPSHOT_CHUNK_BYTES`` of it at most,
     base64. ``size`` is the whole encoding's length; the node asks for the next chunk at
     ``offset + its length`` until it has them all."""
@@ -330,7 +342,7 @@ def snapshot_reply(log_id: str, snap: Snapshot, head: int, offset: int = 0) -> S
         raise ProtocolError(f"offset {offset} is past the snapshot's {size} bytes")
     chunk = snap.state[offset : offset + SNAPSHOT_CHUNK_BYTES]
     encoded = base64.b64encode(chunk).decode("ascii")
-    return SnapshotChunk(log_id, snap.seq, snap.ts, snap.digest, head, size, offset, encoded)
+    return SnapshotChunk(log_id, snap.seq, snap.ts, snap.digest, head, size, offset, encoded, epoch)
 
 
 def chunk_bytes(size: int, offset: int, text: str) -> bytes:

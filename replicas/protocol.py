@@ -215,7 +215,9 @@ def compact(event: Event) -> dict[str, Any]:
     }
 
 
-def rows_reply(log_id: str, rows: list[tuple[Any, ...]], head: int, ts: float) -> dict[str, Any]:
+def rows_reply(
+    log_id: str, rows: list[tuple[Any, ...]], head: int, ts: float, epoch: int = 0
+) -> dict[str, Any]:
     """An ``events`` reply built straight from stored rows (`EventLog.read_rows`): the stored
     data JSON is embedded as is, without decoding and re-encoding it."""
     events = [
@@ -235,6 +237,8 @@ def rows_reply(log_id: str, rows: list[tuple[Any, ...]], head: int, ts: float) -
     if rows:
         reply["first"] = rows[0][0]
         reply["last"] = rows[-1][0]
+    if epoch:
+        reply["epoch"] = epoch
     return reply
 
 
@@ -264,8 +268,10 @@ def rows_budget(log_id: str) -> int:
     return MAX_FRAME_BYTES - ENVELOPE_BYTES - 6 * len(log_id)
 
 
-def events_frame(log_id: str, events: list[Event], ts: float) -> dict[str, Any]:
-    return {
+def events_frame(log_id: str, events: list[Event], ts: float, epoch: int = 0) -> dict[str, Any]:
+    """An ``ev`` frame; ``epoch`` (the publishing controller's, see `messages.Welcome`) is left
+    out while it is 0 (a log that never had more than one controller)."""
+    frame: dict[str, Any] = {
         "k": "ev",
         "log": log_id,
         "first": events[0].seq,
@@ -273,16 +279,21 @@ def events_frame(log_id: str, events: list[Event], ts: float) -> dict[str, Any]:
         "ts": ts,
         "events": [compact(e) for e in events],
     }
+    if epoch:
+        frame["epoch"] = epoch
+    return frame
 
 
-def encode_frames(log_id: str, events: Sequence[Event]) -> list[tuple[dict[str, Any], bytes]]:
+def encode_frames(
+    log_id: str, events: Sequence[Event], epoch: int = 0
+) -> list[tuple[dict[str, Any], bytes]]:
     """``ev`` frames for consecutive `events`, each with its encoding: at most
     ``MAX_FRAME_EVENTS`` events and ``MAX_FRAME_BYTES`` bytes per frame, however large the
     events (a group commit of many big submits becomes several frames)."""
     out: list[tuple[dict[str, Any], bytes]] = []
     for start in range(0, len(events), MAX_FRAME_EVENTS):
         chunk = list(events[start : start + MAX_FRAME_EVENTS])
-        frame = events_frame(log_id, chunk, chunk[-1].ts)
+        frame = events_frame(log_id, chunk, chunk[-1].ts, epoch)
         wire = dumps(frame)
         if len(wire) <= MAX_FRAME_BYTES:
             out.append((frame, wire))
@@ -294,18 +305,23 @@ def encode_frames(log_id: str, events: Sequence[Event]) -> list[tuple[dict[str, 
         for i, item in enumerate(frame["events"]):
             size = len(dumps(item)) + 1
             if used + size > room and i > first:
-                out.append(_frame_part(log_id, chunk, frame["events"], first, i))
+                out.append(_frame_part(log_id, chunk, frame["events"], first, i, epoch))
                 first, used = i, 0
             used += size
-        out.append(_frame_part(log_id, chunk, frame["events"], first, len(chunk)))
+        out.append(_frame_part(log_id, chunk, frame["events"], first, len(chunk), epoch))
     return out
 
 
 def _frame_part(
-    log_id: str, events: list[Event], items: list[dict[str, Any]], start: int, end: int
+    log_id: str,
+    events: list[Event],
+    items: list[dict[str, Any]],
+    start: int,
+    end: int,
+    epoch: int = 0,
 ) -> tuple[dict[str, Any], bytes]:
     part = events[start:end]
-    frame = {
+    frame: dict[str, Any] = {
         "k": "ev",
         "log": log_id,
         "first": part[0].seq,
@@ -313,4 +329,6 @@ def _frame_part(
         "ts": part[-1].ts,
         "events": items[start:end],
     }
+    if epoch:
+        frame["epoch"] = epoch
     return frame, dumps(frame)

@@ -72,6 +72,11 @@ class ReplicaStore(Protocol):
 
     def set_show_tz(self, name: str) -> None: ...
 
+    @property
+    def epoch(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
 
 class SnapshotParts:
     """A snapshot arriving in chunks (`protocol.snapshot_reply`): what came so far."""
@@ -104,6 +109,14 @@ class MemoryStore:
         self.log_id = ""
         self.show_tz: str | None = None
         self._state = State()
+        self._epoch = 0
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = max(self._epoch, epoch)
 
     @property
     def head(self) -> int:
@@ -173,6 +186,11 @@ class ReplicaCore:
         self.on_applied: Callable[[list[Event]], None] | None = None
         #: highest seq ever applied from the current log: nothing at or below it fires again
         self.high_water = store.head
+        #: the highest controller epoch seen (kept by the store: a replica file remembers it
+        #: across restarts); frames and replies of an older one are an old leader's, refused
+        self.epoch = store.epoch
+        #: frames and replies refused as an older epoch's
+        self.stale = 0
 
     # ---------------------------------------------------------------- views
 
@@ -262,9 +280,17 @@ class ReplicaCore:
         self.partial = None
 
     def on_welcome(self, msg: Welcome, now: float | None = None) -> None:
-        """The controller's answer to `hello`: its log id, head and clock."""
+        """The controller's answer to `hello`: its log id, head, clock and epoch. Raises
+        `ProtocolError` for a controller of an older epoch than this replica has seen (an
+        old leader: the replica does not follow it)."""
         self._now = now
         log_id, head, tz = msg.log, msg.head, msg.tz
+        if msg.epoch < self.epoch:
+            self.stale += 1
+            raise ProtocolError(
+                f"the controller is of epoch {msg.epoch}, older than epoch {self.epoch} this "
+                "replica has seen: an old leader, not followed"
+            )
         self.fetching = False
         changed = self.controller_log != log_id
         if changed:
@@ -291,6 +317,23 @@ class ReplicaCore:
             )
             self.live_from = head
             self.high_water = head
+        elif msg.epoch > self.epoch and 0 < msg.epoch_start <= self.applied:
+            # what it applied from epoch_start on came from an older leader: a tail that was
+            # never acknowledged (or the new leader would hold it). Set aside, never merged.
+            changed = True
+            self._full_resync(
+                log_id,
+                f"events from seq {msg.epoch_start} on were applied under epoch {self.epoch}, "
+                f"before leader epoch {msg.epoch} began there: an old leader's tail",
+            )
+            self.live_from = head
+            self.high_water = head
+        if msg.epoch > self.epoch:
+            # events buffered ahead of a hole came from the old leader: never applied now
+            self.pending.clear()
+            self.partial = None
+            self.epoch = msg.epoch
+            self.store.set_epoch(msg.epoch)
         if self.live_from is None:
             self.live_from = head
         self.controller_log = log_id
@@ -320,6 +363,8 @@ class ReplicaCore:
             )
             self.need_hello = True
             return []
+        if not self._same_epoch(msg.epoch, "frame"):
+            return []
         if isinstance(msg, Hb):
             self._saw(msg.head, msg.ts)
             return []
@@ -343,6 +388,8 @@ class ReplicaCore:
         log_id = msg.log
         if log_id != self.controller_log:
             self.need_hello = True
+            return []
+        if not self._same_epoch(msg.epoch, "fetch reply"):
             return []
         # a reply is the controller's word on its head now: a frame's may have been stale, or
         # a lie (one huge heartbeat head must not make the node fetch nothing forever)
@@ -398,6 +445,8 @@ class ReplicaCore:
             if self.missed_beats >= MISSED_BEATS:
                 self.need_hello = True
             return
+        if not self._same_epoch(reply.epoch, "beat reply"):
+            return
         self.missed_beats = 0
         head = reply.head
         if reply.log != self.controller_log:
@@ -413,6 +462,27 @@ class ReplicaCore:
         self._now = now
         self._saw(None, controller_ts)
         self._fresh_clock(controller_ts, now)
+
+    def _same_epoch(self, epoch: int, what: str) -> bool:
+        """Whether a frame or reply is of the epoch this replica follows. An older one is an
+        old leader's (still publishing after a partition or a pause): refused, never applied.
+        A newer one means a new leader: say hello to learn where its epoch began."""
+        if epoch == self.epoch:
+            return True
+        if epoch < self.epoch:
+            self.stale += 1
+            if self.stale == 1 or self.stale % 1000 == 0:
+                self.log.warning(
+                    "refused a %s of epoch %d: epoch %d is newer (an old leader); %d refused",
+                    what,
+                    epoch,
+                    self.epoch,
+                    self.stale,
+                    seq=self.applied,
+                )
+        else:
+            self.need_hello = True
+        return False
 
     def say_hello_again(self) -> None:
         """The connection is new, or the controller said so: hello before anything else."""

@@ -70,6 +70,8 @@ class ReplicaFile:
         self.max_backlog_events = max_backlog_events
         self.max_backlog_bytes = max_backlog_bytes
         self.log_id = elog.log_id
+        #: the highest controller epoch seen (kept in memory too while the file fails)
+        self._epoch = elog.epoch
         #: what is wrong with the file (None while it takes writes)
         self.problem: str | None = None
         #: the replica while the file is failing
@@ -120,6 +122,18 @@ class ReplicaFile:
         if self._mem is None:
             with contextlib.suppress(*_FAILURES):
                 self.elog.set_show_tz(name)
+
+    @property
+    def epoch(self) -> int:
+        return max(self._epoch, self.elog.epoch if self._mem is None else 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Keep the highest controller epoch seen, in the file's meta too (it survives a
+        restart: an old leader stays refused)."""
+        self._epoch = max(self._epoch, epoch)
+        if self._mem is None:
+            with contextlib.suppress(*_FAILURES):
+                self.elog.set_epoch(epoch)
 
     def reset(self, log_id: str, snapshot: Snapshot | None) -> None:
         if self._mem is None:
@@ -238,6 +252,7 @@ class ReplicaFile:
         self._stale = self._aside_due = False
         self._drop_backlog()
         self.problem = None
+        self.set_epoch(self._epoch)  # what was seen while the file failed
         return True
 
     def _catch_up(self, mem: State) -> bool:

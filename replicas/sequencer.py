@@ -113,8 +113,15 @@ class ControllerCore(Membership, CatchUpServer):
         now: float = 0.0,
         mono: float | None = None,
         lookup: EventLog | None = None,
+        epoch: int | None = None,
     ) -> None:
         self.elog = elog
+        #: this controller's epoch, in every welcome, beat reply and frame: it only goes up
+        #: (a new leader's is higher), and nodes refuse anything of an older one. By default
+        #: the one its log recorded last: a controller restarted on its file keeps it.
+        self.epoch = elog.epoch if epoch is None else epoch
+        #: the first seq appended under this epoch (0: the log never changed hands)
+        self.epoch_start = 0
         self.reader = reader or elog
         #: a connection for small indexed lookups on the event loop (never busy with catch-up)
         self.lookup = lookup or self.reader
@@ -338,7 +345,7 @@ class ControllerCore(Membership, CatchUpServer):
             if record:
                 self._remember(head, _digest(self.elog.state), events[-1].ts)
                 self._head = head
-            for frame, encoded in protocol.encode_frames(self.log_id, events):
+            for frame, encoded in protocol.encode_frames(self.log_id, events, self.epoch):
                 frames.append(frame)
                 wire.append(encoded)
             for event, reason in zip(events, result.reasons, strict=True):
@@ -404,7 +411,16 @@ class ControllerCore(Membership, CatchUpServer):
                 node=node,
                 seq=after,
             )
-        return Welcome(self.log_id, head, now, resync, protocol.PROTOCOL_VERSION, self.elog.show_tz)
+        return Welcome(
+            self.log_id,
+            head,
+            now,
+            resync,
+            protocol.PROTOCOL_VERSION,
+            self.elog.show_tz,
+            self.epoch,
+            self.epoch_start,
+        )
 
     # ---------------------------------------------------------------- liveness
 
@@ -469,7 +485,7 @@ class ControllerCore(Membership, CatchUpServer):
             info.digest = dig
             info.digest_match = None
         info.same_log = same_log
-        return Ok(self.log_id, self.head, now), ops
+        return Ok(self.log_id, self.head, now, self.epoch), ops
 
     def to_settle(self, node: str) -> tuple[int, str] | None:
         """``(applied, digest)`` a node reported whose match with the log is unknown (a seq

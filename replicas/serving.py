@@ -38,6 +38,7 @@ class CatchUpServer:
     elog: EventLog
     log_id: str
     tail_limit: int
+    epoch: int
     _head: int
     #: the snapshot last sent to a node, and the big state last sent to a tool (chunks of
     #: them are asked for one at a time)
@@ -66,7 +67,7 @@ class CatchUpServer:
                     f"there is no snapshot at seq {chunk_of} any more: fetch again",
                     Rule.SNAPSHOT_GONE,
                 )
-            return messages.snapshot_reply(self.log_id, snap, head, offset)
+            return messages.snapshot_reply(self.log_id, snap, head, offset, self.epoch)
         if after > head:
             return messages.error(f"seq {after} is past the head {head}", Rule.AHEAD, head=head)
         use_snapshot = (
@@ -90,11 +91,11 @@ class CatchUpServer:
                     node=node,
                     seq=snap.seq,
                 )
-                return messages.snapshot_reply(self.log_id, snap, head)
+                return messages.snapshot_reply(self.log_id, snap, head, 0, self.epoch)
         rows = reader.read_rows(
             after, max(1, limit), protocol.rows_budget(self.log_id), protocol.rows_bytes
         )
-        return protocol.rows_reply(self.log_id, rows, head, now)
+        return protocol.rows_reply(self.log_id, rows, head, now, self.epoch)
 
     def _snapshot(self, seq: int) -> Snapshot | None:
         """The stored snapshot at `seq` (the one served last is kept in memory: a big one is

@@ -1,0 +1,207 @@
+"""Epochs: a controller's epoch travels in every welcome, beat reply and frame; a replica keeps
+the highest it has seen (in its file, across restarts) and refuses anything older. An old
+leader that still publishes (after a pause or a partition) can never make a replica apply its
+frames once the replica follows a newer one, and the events an old leader appended after the
+new one began are set aside, never merged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eventlog import (
+    ActionType,
+    EventLog,
+    Operation,
+    OperationType,
+    Submission,
+    digest,
+)
+from replicas import messages, protocol
+from replicas.messages import Ev, Fetch, Hb, Welcome
+from replicas.replica import MemoryStore, ReplicaCore, ReplicaStore
+from replicas.replica_file import ReplicaFile
+from replicas.sequencer import ControllerCore
+
+LIMIT = protocol.NNG_MAX_BYTES
+
+
+def op(target: str, value: Any) -> Submission:
+    return Submission(
+        Operation(OperationType.STATUS, ActionType.UPDATE, "controller", target, {"v": value})
+    )
+
+
+class Leader:
+    """A controller core of one epoch over its own copy of the log, and the frames it sent."""
+
+    def __init__(self, elog: EventLog, epoch: int) -> None:
+        self.core = ControllerCore(elog, epoch=epoch)
+        self.core.epoch_start = elog.head + 1
+        self.frames: list[bytes] = []
+
+    def append(self, *targets: str) -> None:
+        committed = self.core.commit([self.core.internal([op(t, t) for t in targets])], 1.0)
+        self.frames.extend(committed.wire)
+
+    def heartbeat(self) -> bytes:
+        return messages.encode(Hb(self.core.log_id, self.core.head, 1.0, self.core.epoch))
+
+    def welcome(self, replica: ReplicaCore) -> None:
+        reply = self.core.hello(across(replica.hello()), 1.0)
+        assert isinstance(reply, Welcome), reply
+        replica.on_welcome(across(reply))
+
+    def catch_up(self, replica: ReplicaCore) -> None:
+        while (ask := replica.next_fetch()) is not None:
+            replica.on_fetch_reply(reply_of(self.core.fetch(across(ask), 1.0)))
+
+
+def across(msg: Any) -> Any:
+    """A message as the other side decodes it."""
+    raw = messages.encode(msg)
+    if isinstance(msg, messages.RequestMessage):
+        return messages.parse_request(raw)
+    return messages.parse_reply(raw, LIMIT)
+
+
+def reply_of(msg: Any) -> Any:
+    return messages.parse_reply(messages.encode(msg), LIMIT)
+
+
+def frame(raw: bytes) -> Ev | Hb:
+    return messages.parse_frame(raw, LIMIT)
+
+
+def two_leaders(tmp_path: Path, shared: int, old_tail: int, new_ops: int) -> tuple[Leader, Leader]:
+    """Leader 1 (epoch 1) appends `shared` events, then leader 2 (epoch 2) takes over from a
+    copy of that log (same log id) and appends `new_ops`; leader 1, cut off but still
+    running, appends `old_tail` more that nobody ever acknowledged."""
+    first = EventLog.open(tmp_path / "one.db")
+    one = Leader(first, 1)
+    for i in range(shared):
+        one.append(f"s{i}")
+    first.save_copy(tmp_path / "two.db")
+    two = Leader(EventLog.open(tmp_path / "two.db"), 2)
+    for i in range(old_tail):
+        one.append(f"old{i}")
+    two.append("leader")  # the first event of a leadership
+    for i in range(new_ops):
+        two.append(f"new{i}")
+    return one, two
+
+
+def test_a_replica_following_epoch_2_refuses_every_frame_and_reply_of_epoch_1(
+    tmp_path: Path,
+) -> None:
+    one, two = two_leaders(tmp_path, shared=3, old_tail=4, new_ops=2)
+    replica = ReplicaCore("n1", MemoryStore())
+    two.welcome(replica)
+    two.catch_up(replica)
+    assert replica.epoch == 2 and replica.applied == two.core.head
+    before = digest(replica.state)
+    for raw in [*one.frames, one.heartbeat()]:
+        assert replica.on_frame(frame(raw)) == []
+    with pytest.raises(protocol.ProtocolError, match="old leader"):
+        one.welcome(replica)
+    stale = one.core.fetch(Fetch("n1", one.core.log_id, 0, 100), 1.0)
+    assert replica.on_fetch_reply(reply_of(stale)) == []
+    assert digest(replica.state) == before and replica.stale >= 6
+    beat, _ = one.core.beat(across(replica.beat()), 1.0)
+    replica.on_beat_reply(replica.beat(), reply_of(beat), 1.0)
+    assert replica.missed_beats == 0 and replica.known_head == two.core.head
+
+
+def test_a_frame_of_a_newer_epoch_makes_the_replica_say_hello_first(tmp_path: Path) -> None:
+    one, two = two_leaders(tmp_path, shared=2, old_tail=0, new_ops=1)
+    replica = ReplicaCore("n1", MemoryStore())
+    one.welcome(replica)
+    one.catch_up(replica)
+    applied = replica.applied
+    for raw in two.frames:
+        assert replica.on_frame(frame(raw)) == []
+    assert replica.need_hello and replica.applied == applied and replica.epoch == 1
+    two.welcome(replica)
+    two.catch_up(replica)
+    assert digest(replica.state) == digest(two.core.elog.state)
+
+
+def test_an_old_leaders_tail_is_set_aside_and_the_replica_follows_the_new_one(
+    tmp_path: Path,
+) -> None:
+    """A node that applied what the old leader appended after the new one began (never
+    acknowledged: the new leader does not have it) starts over from the new leader's log,
+    and its file with that tail is set aside, not overwritten."""
+    one, two = two_leaders(tmp_path, shared=3, old_tail=5, new_ops=1)
+    store = ReplicaFile(EventLog.open(tmp_path / "n1.db", role="replica"), node_id="n1")
+    replica = ReplicaCore("n1", store)
+    one.welcome(replica)
+    one.catch_up(replica)
+    assert replica.applied == 3 + 5
+    two.welcome(replica)
+    two.catch_up(replica)
+    assert digest(replica.state) == digest(two.core.elog.state)
+    assert replica.resyncs == 1 and store.elog.set_aside is not None
+    with EventLog.open(store.elog.set_aside, readonly=True) as aside:
+        assert aside.head == 3 + 5  # the old tail, kept
+    store.elog.close()
+    # the epoch is in the file: after a restart the old leader is still refused
+    again = ReplicaCore("n1", ReplicaFile(EventLog.open(tmp_path / "n1.db"), node_id="n1"))
+    assert again.epoch == 2
+    with pytest.raises(protocol.ProtocolError, match="old leader"):
+        one.welcome(again)
+
+
+def _replica(kind: str, tmp_path: Path, n: int) -> ReplicaStore:
+    if kind == "memory":
+        return MemoryStore()
+    return ReplicaFile(EventLog.open(tmp_path / f"r{n}.db", role="replica"), node_id="n1")
+
+
+@given(
+    shared=st.integers(0, 4),
+    old_tail=st.integers(0, 4),
+    new_ops=st.integers(0, 4),
+    order=st.lists(st.integers(0, 1000), min_size=1, max_size=30),
+    hello_at=st.integers(0, 30),
+    start_with_old=st.booleans(),
+    kind=st.sampled_from(["memory", "file"]),
+)
+def test_frames_of_two_epochs_in_any_order_never_make_replicas_diverge(
+    tmp_path_factory: pytest.TempPathFactory,
+    shared: int,
+    old_tail: int,
+    new_ops: int,
+    order: list[int],
+    hello_at: int,
+    start_with_old: bool,
+    kind: str,
+) -> None:
+    """Every frame of both leaders (and their heartbeats), delivered in any order, with the
+    replica saying hello to the new leader at any point (having followed the old one, or
+    not): once it follows epoch 2 it never applies a frame of epoch 1, and once it caught up
+    from the new leader it holds exactly the new leader's state."""
+    tmp_path = tmp_path_factory.mktemp("epochs")
+    one, two = two_leaders(tmp_path, shared, old_tail, new_ops)
+    replica = ReplicaCore("n1", _replica(kind, tmp_path, 0))
+    if start_with_old:
+        one.welcome(replica)
+    stream = [(1, raw) for raw in [*one.frames, one.heartbeat()]]
+    stream += [(2, raw) for raw in [*two.frames, two.heartbeat()]]
+    for step, pick in enumerate(order):
+        if step == hello_at:
+            two.welcome(replica)
+        epoch, raw = stream[pick % len(stream)]
+        applied, following = replica.applied, replica.epoch
+        replica.on_frame(frame(raw))
+        if following == 2 and epoch == 1:
+            assert replica.applied == applied, "an old leader's frame was applied"
+    two.welcome(replica)
+    two.catch_up(replica)
+    assert replica.epoch == 2
+    assert replica.applied == two.core.head
+    assert digest(replica.state) == digest(two.core.elog.state)
