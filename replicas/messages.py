@@ -232,6 +232,8 @@ class Status(Message, tag="status"):
     warnings: list[str] | None = None
     #: the show key's fingerprint (None: no key, any peer that reaches it is admitted)
     key: str | None = None
+    #: the controller's epoch (0: the log never changed hands)
+    epoch: Count = 0
 
 
 class Error(Message, tag="error"):

@@ -544,4 +544,4 @@ class ControllerCore(Membership, CatchUpServer):
                 "last_seen_s": round((now if mono is None else mono) - info.last_seen, 3),
                 "conflict": info.conflict or None,
             }
-        return Status(self.log_id, head, self.digest_at(head) or "", now, nodes)
+        return Status(self.log_id, head, self.digest_at(head) or "", now, nodes, epoch=self.epoch)

@@ -47,6 +47,7 @@ def render(status: dict[str, Any]) -> str:
         f"head     {status['head_seq']}",
         f"digest   {status['digest'] or 'not yet at this head (busy; it is between commits)'}",
         f"key      {status.get('key') or 'none (any peer that reaches it is admitted)'}",
+        *([f"epoch    {status['epoch']}"] if status.get("epoch") else []),
         "",
         f"{'node':<16} {'online':<7} {'applied':>8} {'lag ev':>7} {'lag s':>7}  digest",
     ]
