@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -97,8 +98,16 @@ class Controller:
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         node_operation_callback: OperationCallbacks | None = None,
         key: ShowKey | None = None,
+        leading: Callable[[], bool] | None = None,
+        epoch: int | None = None,
     ) -> None:
         protocol.check_address(listen)
+        #: whether this controller may act as leader now (`replicas.election.Election.leading`,
+        #: on its own clock): when not, it acknowledges nothing and publishes nothing. None:
+        #: the only controller, always leading.
+        self.leading = leading or (lambda: True)
+        #: the epoch to serve under (None: the one the log recorded last)
+        self.epoch = epoch
         self.db = str(db)
         #: with a show key, peers must prove they hold it (TLS); the sockets use `secure`'s
         #: ``tls+tcp://`` form of the address
@@ -166,6 +175,7 @@ class Controller:
             now=time.time(),
             mono=time.monotonic(),
             lookup=lookup,
+            epoch=self.epoch,
         )
         self.admission = Admission(self.core)
         for listener in self.listeners:
@@ -438,6 +448,9 @@ class Controller:
                 if self.files.file_problem is not None:
                     self._answer(admission.refuse(batch, self.files.error()))
                     continue
+                if not self.leading():
+                    self._answer(admission.refuse(batch, _not_leading()))
+                    continue
                 try:
                     committed = await asyncio.to_thread(
                         self._commit_checked, core, [ticket.prepared for ticket in batch]
@@ -461,6 +474,18 @@ class Controller:
                     continue
                 core.record(committed)  # on the loop: the core is only ever written from here
                 events = committed.result.events
+                if not self.leading():
+                    # the lease may have expired while it committed: nothing of it goes out
+                    # (a new leader never had it; this tail is set aside when this one
+                    # rejoins as a standby)
+                    log.error(
+                        "no longer leading: %d committed events are neither published nor "
+                        "acknowledged",
+                        len(events),
+                        seq=core.head,
+                    )
+                    self._answer(admission.refuse(batch, _not_leading()))
+                    continue
                 # nodes first: a GO's way to the nodes is the show's critical path
                 for wire in committed.wire:  # encoded by the commit, each under the byte cap
                     await self._publish(wire)
@@ -516,7 +541,7 @@ class Controller:
         assert core is not None
         while True:
             await asyncio.sleep(self.heartbeat_interval / 2)
-            if time.monotonic() - self._last_publish >= self.heartbeat_interval:
+            if time.monotonic() - self._last_publish >= self.heartbeat_interval and self.leading():
                 frame = Hb(core.log_id, core.head, time.time(), core.epoch)
                 await self._publish(messages.encode(frame))
 
@@ -534,3 +559,10 @@ class Controller:
             ops = core.tick(now)
             if ops:
                 self._submit_nowait(core.internal(ops))
+
+
+def _not_leading() -> Error:
+    return messages.error(
+        "this controller does not lead now (its lease may have expired): send it to the leader",
+        Rule.NOT_LEADER,
+    )

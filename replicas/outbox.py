@@ -33,7 +33,9 @@ if SUBMIT_BYTES + protocol.MAX_EVENT_BYTES + protocol.ENVELOPE_BYTES > protocol.
 BACKOFF_MIN: Final = 0.05
 BACKOFF_MAX: Final = 1.0
 #: error rules after which a submit is simply sent again
-RETRY_RULES: Final = frozenset({Rule.STOPPING, Rule.COMMIT, Rule.OUT_OF_ORDER, Rule.HELLO_FIRST})
+RETRY_RULES: Final = frozenset(
+    {Rule.STOPPING, Rule.COMMIT, Rule.OUT_OF_ORDER, Rule.HELLO_FIRST, Rule.NOT_LEADER}
+)
 #: sent again at once: the controller itself asks for the resend, or the hello that comes first
 _NO_WAIT: Final = frozenset({Rule.OUT_OF_ORDER, Rule.HELLO_FIRST})
 

@@ -135,6 +135,9 @@ class Rule(StrEnum):
     SNAPSHOT_GONE = "snapshot-gone"
     #: a fetch after a seq past the controller's head
     AHEAD = "ahead-of-head"
+    #: this controller does not lead now (its lease may have expired): nothing it holds is
+    #: acknowledged; send it again (to the leader)
+    NOT_LEADER = "not-leader"
     STATE_GONE = "state-gone"
 
 

@@ -6,6 +6,7 @@ new one began are set aside, never merged."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from replicas.messages import Ev, Fetch, Hb, Welcome
 from replicas.replica import MemoryStore, ReplicaCore, ReplicaStore
 from replicas.replica_file import ReplicaFile
 from replicas.sequencer import ControllerCore
+from tests.cluster import controller_thread, ipc_address, nodes, status, wait_for
 
 LIMIT = protocol.NNG_MAX_BYTES
 
@@ -205,3 +207,34 @@ def test_frames_of_two_epochs_in_any_order_never_make_replicas_diverge(
     assert replica.epoch == 2
     assert replica.applied == two.core.head
     assert digest(replica.state) == digest(two.core.elog.state)
+
+
+def test_a_controller_that_no_longer_leads_acknowledges_and_publishes_nothing(
+    tmp_path: Path,
+) -> None:
+    """Its lease may have expired (a partition from etcd, a long pause): what it holds is
+    neither acknowledged nor published; the node keeps its op and sends it again, and it is
+    acknowledged once the controller leads again (here: its lease renewed)."""
+    leads = threading.Event()
+    leads.set()
+    addr = ipc_address(tmp_path)
+    with (
+        controller_thread(tmp_path / "ctl.db", addr, leading=leads.is_set, epoch=5) as ctl,
+        nodes(addr, ["n1"], request_timeout=2.0) as (n1,),
+    ):
+        assert n1.wait_synced(10)
+        assert n1.replica.core is not None and n1.replica.core.epoch == 5
+        first = n1.add_cue("c1", "0").result(10)
+        leads.clear()
+        core = ctl.controller.core
+        assert core is not None
+        head, applied = core.head, n1.replica.applied_seq
+        pending = n1.add_cue("c2", "0")
+        with pytest.raises(TimeoutError):
+            pending.result(1.0)  # not acknowledged while it does not lead
+        assert core.head == head and n1.replica.applied_seq == applied  # nor committed, sent
+        leads.set()
+        second = pending.result(10)
+        assert second > first
+        wait_for("the node has it", lambda: n1.replica.applied_seq >= second, 10)
+        assert status(addr)["epoch"] == 5
