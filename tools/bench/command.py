@@ -7,6 +7,7 @@ names what it says on stderr while it runs, how it is measured and how it is pri
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import tempfile
 from collections.abc import Callable
@@ -16,14 +17,6 @@ from typing import Any, Final
 
 from eventlog import dumps
 from tools.bench.common import Figures
-from tools.bench.gateway_measure import run_gateway
-from tools.bench.gateway_report import print_gateway
-from tools.bench.log_measure import run_log
-from tools.bench.log_report import print_log
-from tools.bench.replay_measure import run_replay
-from tools.bench.replay_report import print_replay
-from tools.bench.replication_measure import run_replication
-from tools.bench.replication_report import print_replication
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,15 +24,46 @@ class Suite:
     """One benchmark suite: its progress note, its measurement and its printed table."""
 
     note: str
-    measure: Callable[[bool, Path], Figures]
-    show: Callable[[Figures], None]
+    #: ``module:function`` of the measurement and of the printed table, imported only when
+    #: the suite runs (every ``cuelog`` command builds this parser: it must stay light)
+    measure: str
+    show: str
+
+    def measured(self, quick: bool, scratch: Path) -> Figures:
+        found: Figures = _load(self.measure)(quick, scratch)
+        return found
+
+    def print(self, figures: Figures) -> None:
+        _load(self.show)(figures)
+
+
+def _load(spec: str) -> Callable[..., Any]:
+    module, _, name = spec.partition(":")
+    found: Callable[..., Any] = getattr(importlib.import_module(f"tools.bench.{module}"), name)
+    return found
 
 
 SUITES: Final = {
-    "log": Suite("durable append vs raw sqlite3, fold, state at a seq", run_log, print_log),
-    "replication": Suite("cluster processes, baselines", run_replication, print_replication),
-    "gateway": Suite("dump, fan-out, command latency, floor", run_gateway, print_gateway),
-    "replay": Suite("building the logs, then every subcommand", run_replay, print_replay),
+    "log": Suite(
+        "durable append vs raw sqlite3, fold, state at a seq",
+        "log_measure:run_log",
+        "log_report:print_log",
+    ),
+    "replication": Suite(
+        "cluster processes, baselines",
+        "replication_measure:run_replication",
+        "replication_report:print_replication",
+    ),
+    "gateway": Suite(
+        "dump, fan-out, command latency, floor",
+        "gateway_measure:run_gateway",
+        "gateway_report:print_gateway",
+    ),
+    "replay": Suite(
+        "building the logs, then every subcommand",
+        "replay_measure:run_replay",
+        "replay_report:print_replay",
+    ),
 }
 
 
@@ -74,12 +98,12 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="cuelog-bench-", dir=args.dir) as tmp:
         for name in chosen:
             print(f"{name}: {SUITES[name].note} ...", file=sys.stderr)
-            figures[name] = SUITES[name].measure(args.quick, Path(tmp))
+            figures[name] = SUITES[name].measured(args.quick, Path(tmp))
     if args.json:
         print(dumps(figures).decode())
         return 0
     for i, name in enumerate(chosen):
         if i:
             print()
-        SUITES[name].show(figures[name])
+        SUITES[name].print(figures[name])
     return 0
