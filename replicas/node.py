@@ -407,8 +407,11 @@ class NodeReplica:
                     continue
                 try:
                     core.on_welcome(reply, time.monotonic())
-                except ProtocolError as exc:
-                    self.log.warning("bad welcome: %s", exc, seq=self.applied_seq)
+                except ProtocolError as exc:  # a bad one, or an old leader's: not followed
+                    if backoff <= 0.1 or backoff >= 2.0:  # said once, then every 2 s at most
+                        self.log.warning("not following: %s", exc, seq=self.applied_seq)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
                     continue
                 backoff = 0.1
                 if self._welcomed is not None:

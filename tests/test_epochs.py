@@ -238,3 +238,24 @@ def test_a_controller_that_no_longer_leads_acknowledges_and_publishes_nothing(
         assert second > first
         wait_for("the node has it", lambda: n1.replica.applied_seq >= second, 10)
         assert status(addr)["epoch"] == 5
+
+
+def test_a_node_does_not_follow_a_controller_older_than_its_file_and_does_not_flood_it(
+    tmp_path: Path,
+) -> None:
+    """A node whose file has seen epoch 2 meets a controller of epoch 0 (an old leader, or a
+    controller restarted on an old copy): it says so, keeps asking at a growing interval, and
+    never takes the old controller's log."""
+    with EventLog.open(tmp_path / "n1.db", role="replica") as elog:
+        elog.set_epoch(2)
+    addr = ipc_address(tmp_path)
+    with (
+        controller_thread(tmp_path / "ctl.db", addr) as ctl,
+        nodes(addr, ["n1"], db=str(tmp_path / "n1.db"), request_timeout=1.0) as (n1,),
+    ):
+        wait_for("a few hellos", lambda: ctl.controller.stats["requests"] >= 3, 10)
+        seen = ctl.controller.stats["requests"]
+        assert not n1.wait_synced(2.0)
+        assert ctl.controller.stats["requests"] - seen < 12  # backing off, not a flood
+        assert n1.replica.core is not None and n1.replica.core.epoch == 2
+        assert n1.replica.core.stale >= 1 and n1.replica.core.controller_log is None
