@@ -26,7 +26,7 @@ from eventlog.operation import (
     validate_operation,
     validate_submission,
 )
-from eventlog.reducer import CONTROLLER, NODE_JOINED, NODE_LEFT, apply, fires, fold
+from eventlog.reducer import CONTROLLER, LEADER, NODE_JOINED, NODE_LEFT, apply, fires, fold
 from eventlog.snapshot import Snapshot, restore, take
 from eventlog.state import State, digest
 from eventlog.store import DEFAULT_SNAPSHOT_EVERY, SCHEMA_VERSION, AppendResult, EventLog
@@ -36,6 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CONTROLLER",
     "DEFAULT_SNAPSHOT_EVERY",
+    "LEADER",
     "MAX_DATA_BYTES",
     "NODE_JOINED",
     "NODE_LEFT",

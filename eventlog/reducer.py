@@ -30,6 +30,8 @@ _UNPLAYED: Final = int(CueStatus.UNPLAYED)
 #: status targets the controller appends itself for liveness.
 NODE_JOINED: Final = "node_joined"
 NODE_LEFT: Final = "node_left"
+#: the first event of a controller's leadership: its epoch, its name and why it leads
+LEADER: Final = "leader"
 CONTROLLER: Final = "controller"
 #: status target listing more cues of the loaded show (for shows too large for one load)
 SHOW_CUES: Final = "show_cues"

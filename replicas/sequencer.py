@@ -28,10 +28,13 @@ from typing import Any, Final
 
 from eventlog import (
     CONTROLLER,
+    LEADER,
     NODE_JOINED,
     NODE_LEFT,
+    ActionType,
     AppendResult,
     EventLog,
+    Operation,
     OperationType,
     Snapshot,
     Submission,
@@ -67,7 +70,7 @@ log = ComponentLog("cuelog.sequencer")
 
 _digest = digest
 
-RESERVED_TARGETS: Final = frozenset({NODE_JOINED, NODE_LEFT})
+RESERVED_TARGETS: Final = frozenset({NODE_JOINED, NODE_LEFT, LEADER})
 DIGEST_RING: Final = 4096
 #: origins whose admitted high-water mark is kept in memory (older ones are re-read)
 ORIGIN_MEMORY: Final = 4096
@@ -304,6 +307,21 @@ class ControllerCore(Membership, CatchUpServer):
 
     def admitted_upto(self, origin: str) -> int:
         return self._origin_hw.get(origin, 0)
+
+    def begin_epoch(self, epoch: int, name: str, reason: str) -> Prepared:
+        """This controller leads from now on, under `epoch` (higher than any before it: the
+        election's). Returns the leadership's first event, to commit before anything else:
+        status ``leader`` with the epoch, who leads and why, so `replay` tells the failover.
+        The epoch goes into the log's meta: a restart on this file keeps it."""
+        if epoch <= self.epoch:
+            raise ValueError(f"epoch {epoch} is not above this controller's {self.epoch}")
+        self.epoch = epoch
+        self.epoch_start = self.head + 1
+        self.elog.set_epoch(epoch)
+        story = {"epoch": epoch, "leader": name, "reason": reason, "from_seq": self.epoch_start}
+        op = Operation(OperationType.STATUS, ActionType.UPDATE, CONTROLLER, LEADER, story)
+        log.warning("%s leads from seq %d: epoch %d (%s)", name, self.epoch_start, epoch, reason)
+        return self.internal([Submission(op)])
 
     def internal(self, subs: list[Submission]) -> Prepared:
         """Operations the controller makes itself (liveness, the operator's commands)."""

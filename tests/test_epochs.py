@@ -259,3 +259,48 @@ def test_a_node_does_not_follow_a_controller_older_than_its_file_and_does_not_fl
         assert ctl.controller.stats["requests"] - seen < 12  # backing off, not a flood
         assert n1.replica.core is not None and n1.replica.core.epoch == 2
         assert n1.replica.core.stale >= 1 and n1.replica.core.controller_log is None
+
+
+def test_a_leadership_begins_with_its_story_in_the_log_and_its_epoch_in_the_file(
+    tmp_path: Path,
+) -> None:
+    elog = EventLog.open(tmp_path / "ctl.db")
+    core = ControllerCore(elog)
+    core.commit([core.internal([op("nextcue", "c1")])], 1.0)
+    first = core.begin_epoch(7, "ctl-b", "ctl-a's lease expired")
+    committed = core.commit([first], 2.0)
+    (event,) = committed.result.events
+    assert event.op.target == "leader" and event.seq == core.epoch_start == 2
+    assert event.op.data == {
+        "epoch": 7,
+        "leader": "ctl-b",
+        "reason": "ctl-a's lease expired",
+        "from_seq": 2,
+    }
+    assert frame(committed.wire[0]).epoch == 7
+    replica = ReplicaCore("n1", MemoryStore())
+    welcome = core.hello(across(replica.hello()), 2.0)
+    assert isinstance(welcome, Welcome) and (welcome.epoch, welcome.epoch_start) == (7, 2)
+    with pytest.raises(ValueError, match="not above"):
+        core.begin_epoch(7, "ctl-c", "again")
+    elog.close()
+    # a controller restarted on this file serves under the epoch it recorded
+    again = ControllerCore(EventLog.open(tmp_path / "ctl.db"))
+    assert again.epoch == 7
+    # and no node may append a leader event of its own
+    bad = messages.Submit(
+        "n1",
+        [
+            {
+                "type": "status",
+                "action": "update",
+                "sender": "n1",
+                "target": "leader",
+                "data": {},
+                "op_id": ["n1/x", 1],
+            }
+        ],
+    )
+    prepared = again.prepare_submit(bad)
+    assert prepared.subs == [] and prepared.errors[0] is not None
+    assert "controller only" in prepared.errors[0]["error"]
