@@ -253,13 +253,6 @@ class LogWrites(LogReads):
             (snap.seq, snap.ts, snap.digest, snap.state.decode()),
         )
 
-    def snapshot_now(self) -> Snapshot:
-        """The current state as a `Snapshot` (encoded under the log's lock, so it is the state
-        at exactly one seq even while another thread appends). Not stored."""
-        with self._lock:
-            self._check_open()
-            return take(self.state, self._clock())
-
     def write_snapshot(self) -> Snapshot:
         """Take a snapshot of the current state now and store it."""
         with self._lock:

@@ -31,8 +31,8 @@ OWN_RETRIES: Final = 3
 
 Token = int
 #: what a submitter is told: its acks, or why not
-Reply = Acks | Error
-Answers = list[tuple[Token, Reply]]
+SubmitReply = Acks | Error
+Answers = list[tuple[Token, SubmitReply]]
 
 _RESEND = (
     "an earlier submit of this node failed to commit: resend from the oldest unacknowledged op"

@@ -26,6 +26,7 @@ from replicas.messages import (
     State,
     StateChunk,
     StateRequest,
+    Status,
     StatusRequest,
     Submit,
     Welcome,
@@ -89,8 +90,10 @@ class ControllerClient:
         return found
 
     def status(self) -> dict[str, Any]:
-        found = self.request(StatusRequest())
-        found.setdefault("key", None)
+        reply = self.ask(StatusRequest())
+        if isinstance(reply, Status):
+            return reply.plain()
+        found: dict[str, Any] = msgspec.to_builtins(reply)
         return found
 
     def state(self, attempts: int = 5) -> dict[str, Any]:

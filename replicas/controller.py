@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-import msgspec
 import pynng
 
 from eventlog import (
@@ -36,8 +35,7 @@ from eventlog import (
 from eventlog.logctx import ComponentLog
 from eventlog.store import Synchronous
 from replicas import messages, nngio, protocol
-from replicas.admission import Admission, Answers
-from replicas.admission import Reply as SubmitReply
+from replicas.admission import Admission, Answers, SubmitReply
 from replicas.callbacks import CallbackRunner, CommitListener, OperationCallbacks
 from replicas.filewatch import FileLost, LogFileGuard
 from replicas.membership import DEFAULT_NODE_TIMEOUT
@@ -402,11 +400,7 @@ class Controller:
         core = self.core
         if core is None:
             raise CuelogError("the controller has not opened its log yet")
-        found: dict[str, Any] = msgspec.to_builtins(
-            self._with_problems(core.status(time.time(), time.monotonic()))
-        )
-        found.setdefault("key", None)
-        return found
+        return self._with_problems(core.status(time.time(), time.monotonic())).plain()
 
     def _with_problems(self, status: Status) -> Status:
         status.problems = list(self.files.problems) or None
@@ -522,9 +516,6 @@ class Controller:
         committed = core.commit(batch, time.time(), record=False)
         self.files.check(core.elog)
         return committed
-
-    def _file_error(self) -> Error:
-        return messages.error(self.files.file_problem or "the log file is lost", Rule.LOG_FILE)
 
     async def _publish(self, data: bytes) -> None:
         pub = self._pub

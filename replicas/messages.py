@@ -235,6 +235,12 @@ class Status(Message, tag="status"):
     #: the controller's epoch (0: the log never changed hands)
     epoch: Count = 0
 
+    def plain(self) -> dict[str, Any]:
+        """As plain JSON values (``cuelog status --json``), ``key`` always there."""
+        found: dict[str, Any] = msgspec.to_builtins(self)
+        found.setdefault("key", None)
+        return found
+
 
 class Error(Message, tag="error"):
     """A refused request: `error` says why in words, `rule` names it (`protocol.Rule`)."""
@@ -358,13 +364,9 @@ def chunk_bytes(size: int, offset: int, text: str) -> bytes:
     return chunk
 
 
-def _decoder(kinds: Any) -> msgspec.json.Decoder[Any]:
-    return msgspec.json.Decoder(kinds)
-
-
-_REQUESTS = _decoder(Request)
-_REPLIES = _decoder(Reply)
-_FRAMES = _decoder(Frame)
+_REQUESTS: msgspec.json.Decoder[Any] = msgspec.json.Decoder(Request)
+_REPLIES: msgspec.json.Decoder[Any] = msgspec.json.Decoder(Reply)
+_FRAMES: msgspec.json.Decoder[Any] = msgspec.json.Decoder(Frame)
 
 
 def _parse(decoder: msgspec.json.Decoder[Any], raw: bytes, limit: int) -> Any:

@@ -104,8 +104,6 @@ if not (
 
 PROTOCOL_VERSION: Final = 1
 
-REQUEST_KINDS: Final = frozenset({"hello", "submit", "fetch", "beat", "status", "state"})
-
 
 class Rule(StrEnum):
     """Why a request was refused: the ``rule`` of an ``error`` reply (a peer may act on it)."""
@@ -272,15 +270,23 @@ def rows_budget(log_id: str) -> int:
 
 
 def events_frame(log_id: str, events: list[Event], ts: float, epoch: int = 0) -> dict[str, Any]:
-    """An ``ev`` frame; ``epoch`` (the publishing controller's, see `messages.Welcome`) is left
-    out while it is 0 (a log that never had more than one controller)."""
+    """An ``ev`` frame of `events`."""
+    return _frame(log_id, events, ts, [compact(e) for e in events], epoch)
+
+
+def _frame(
+    log_id: str, events: Sequence[Event], ts: float, items: list[dict[str, Any]], epoch: int
+) -> dict[str, Any]:
+    """An ``ev`` frame of `events`, already compacted as `items`; ``epoch`` (the publishing
+    controller's, see `messages.Welcome`) is left out while it is 0 (a log that never had
+    more than one controller)."""
     frame: dict[str, Any] = {
         "k": "ev",
         "log": log_id,
         "first": events[0].seq,
         "last": events[-1].seq,
         "ts": ts,
-        "events": [compact(e) for e in events],
+        "events": items,
     }
     if epoch:
         frame["epoch"] = epoch
@@ -324,14 +330,5 @@ def _frame_part(
     epoch: int = 0,
 ) -> tuple[dict[str, Any], bytes]:
     part = events[start:end]
-    frame: dict[str, Any] = {
-        "k": "ev",
-        "log": log_id,
-        "first": part[0].seq,
-        "last": part[-1].seq,
-        "ts": part[-1].ts,
-        "events": items[start:end],
-    }
-    if epoch:
-        frame["epoch"] = epoch
+    frame = _frame(log_id, part, part[-1].ts, items[start:end], epoch)
     return frame, dumps(frame)

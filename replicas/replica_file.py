@@ -125,7 +125,7 @@ class ReplicaFile:
 
     @property
     def epoch(self) -> int:
-        return max(self._epoch, self.elog.epoch if self._mem is None else 0)
+        return self._epoch
 
     def set_epoch(self, epoch: int) -> None:
         """Keep the highest controller epoch seen, in the file's meta too (it survives a

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventlog import CONTROLLER, ActionType, EventLog, Operation, OperationType, Submission
-from replicas.admission import Admission, Answers, Reply, Ticket
+from replicas.admission import Admission, Answers, SubmitReply, Ticket
 from replicas.messages import Acks, Chain, Error, Submit, error
 from replicas.sequencer import ControllerCore, Prepared
 
@@ -33,18 +33,18 @@ def prepared(first: int, count: int, node: str = "n1", origin: str = ORIGIN) -> 
     return core.prepare_submit(Submit(node, ops))
 
 
-def acked(reply: Reply) -> list[int]:
+def acked(reply: SubmitReply) -> list[int]:
     """The seqs an ``acks`` reply gives (any other reply fails the test)."""
     return [r["seq"] for r in acks(reply).results]
 
 
-def acks(reply: Reply) -> Acks:
+def acks(reply: SubmitReply) -> Acks:
     """An ``acks`` reply (any other reply fails the test)."""
     assert isinstance(reply, Acks), reply
     return reply
 
 
-def refused(reply: Reply) -> Error:
+def refused(reply: SubmitReply) -> Error:
     """An ``error`` reply (any other reply fails the test)."""
     assert isinstance(reply, Error), reply
     return reply
