@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -42,6 +42,7 @@ from replicas.membership import DEFAULT_NODE_TIMEOUT
 from replicas.messages import (
     Beat,
     Chain,
+    Copied,
     Error,
     Fetch,
     Hb,
@@ -61,6 +62,7 @@ from replicas.sequencer import (
 )
 from replicas.serving import DEFAULT_TAIL_LIMIT
 from replicas.showkey import ShowKey, secure
+from replicas.syncrep import NO_CHANGE, STANDBY_PREFIX, SyncGate
 
 log = ComponentLog("cuelog.controller", "controller")
 
@@ -98,6 +100,10 @@ class Controller:
         key: ShowKey | None = None,
         leading: Callable[[], bool] | None = None,
         epoch: int | None = None,
+        begin: tuple[int, str, str] | None = None,
+        sync: SyncGate[tuple[int, SubmitReply]] | None = None,
+        record_sync: Callable[[str | None], Awaitable[bool]] | None = None,
+        cluster: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         protocol.check_address(listen)
         #: whether this controller may act as leader now (`replicas.election.Election.leading`,
@@ -106,6 +112,15 @@ class Controller:
         self.leading = leading or (lambda: True)
         #: the epoch to serve under (None: the one the log recorded last)
         self.epoch = epoch
+        #: ``(epoch, name, reason)``: a leadership that begins now; its first event (status
+        #: ``leader``) is committed before anything is served
+        self.begin = begin
+        #: with ``--ha``: answers wait for the synchronous standby's copy (`replicas.syncrep`);
+        #: `record_sync` writes who that is into etcd, guarded by this leadership (False: the
+        #: leadership is lost); `cluster` says who leads and who stands by (for status)
+        self.sync = sync
+        self.record_sync = record_sync
+        self.cluster = cluster
         self.db = str(db)
         #: with a show key, peers must prove they hold it (TLS); the sockets use `secure`'s
         #: ``tls+tcp://`` form of the address
@@ -176,6 +191,12 @@ class Controller:
             epoch=self.epoch,
         )
         self.admission = Admission(self.core)
+        if self.begin is not None:
+            # the leadership's story is its first event, before anything is served
+            first = self.core.begin_epoch(*self.begin)
+            await asyncio.to_thread(self.core.commit, [first], time.time())
+            if self.sync is not None:
+                self.sync.head = self.core.head
         for listener in self.listeners:
             listener.on_open(elog.log_id, elog.state.copy())
         runner = CallbackRunner(lambda: self.callbacks, "cuelog-callbacks")
@@ -200,7 +221,7 @@ class Controller:
                 conn = nngio.pipe_id(pipe)
                 if conn is not None:
                     with contextlib.suppress(RuntimeError):  # the loop is closing
-                        loop.call_soon_threadsafe(core.pipe_closed, conn, time.monotonic())
+                        loop.call_soon_threadsafe(self._pipe_closed, conn, time.monotonic())
 
             rep.add_post_pipe_remove_cb(closed)
             log.info(
@@ -240,6 +261,8 @@ class Controller:
                 tasks.create_task(self._liveness())
                 tasks.create_task(self.files.watch(core))
                 tasks.create_task(self._park_timer())
+                if self.sync is not None:
+                    tasks.create_task(self._sync_keeper(self.sync))
         except asyncio.CancelledError:
             pass
         finally:
@@ -329,6 +352,8 @@ class Controller:
                 if ops:  # a node restarted: its story goes into the log
                     self._submit_nowait(core.internal(ops))
                 return reply
+            if isinstance(msg, Copied):
+                return self._copied(msg, pipe)
             if isinstance(msg, StatusRequest):
                 return self._with_problems(core.status(now, time.monotonic()))
             return await asyncio.to_thread(core.state_reply, msg)
@@ -406,7 +431,87 @@ class Controller:
         status.problems = list(self.files.problems) or None
         status.warnings = list(self.warnings) or None
         status.key = self.key.fingerprint if self.key is not None else None
+        if self.cluster is not None or self.sync is not None:
+            cluster = dict(self.cluster()) if self.cluster is not None else {}
+            if self.sync is not None:
+                cluster.update(self.sync.describe(time.monotonic()))
+            cluster["leading"] = self.leading()
+            status.cluster = cluster
         return status
+
+    # ------------------------------------------------------------------ the synchronous standby
+
+    def _copied(self, msg: Copied, pipe: Any) -> Message:
+        """A standby's durable seq: answers waiting for it may go out."""
+        core = self.core
+        assert core is not None
+        if not msg.node.startswith(STANDBY_PREFIX):
+            raise InputError(f"{msg.node} is not a standby (their ids are {STANDBY_PREFIX}NAME)")
+        session = core.session_of(msg.node, nngio.pipe_id(pipe), time.monotonic())
+        if session is not None and session.inst != msg.inst:
+            raise InputError(f"this connection said hello with origin {session.inst}")
+        if self.sync is None:
+            raise InputError("this controller was not started with --ha: it has no standbys")
+        try:
+            released = self.sync.copied(
+                msg.node.removeprefix(STANDBY_PREFIX), msg.seq, time.monotonic()
+            )
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        self._release(released)
+        return messages.Ok(core.log_id, core.head, time.time(), core.epoch)
+
+    def _release(self, answers: list[tuple[int, SubmitReply]]) -> None:
+        if answers and self.leading():
+            self._answer(answers)
+        elif answers:  # the lease may have run out: a new leader need not have these
+            self._answer([(token, _not_leading()) for token, _ in answers])
+
+    def _pipe_closed(self, conn: int, mono: float) -> None:
+        core = self.core
+        if core is None:
+            return
+        session = core.sessions.get(conn)
+        if (
+            self.sync is not None
+            and session is not None
+            and session.node.startswith(STANDBY_PREFIX)
+        ):
+            self.sync.forget(session.node.removeprefix(STANDBY_PREFIX))
+        core.pipe_closed(conn, mono)
+
+    async def _sync_keeper(self, gate: SyncGate[tuple[int, SubmitReply]]) -> None:
+        """Give a silent synchronous standby up in time, and keep etcd's record of who the
+        synchronous standby is (a leader answers alone only once etcd says it runs alone)."""
+        core = self.core
+        assert core is not None
+        while True:
+            await asyncio.sleep(PARK_TICK)
+            self._release(gate.tick(time.monotonic()))
+            value = gate.want
+            if value is NO_CHANGE or self.record_sync is None:
+                continue
+            gate.write_started(value)
+            try:
+                ok = await self.record_sync(value)
+            except Exception as exc:
+                log.error("could not record the synchronous standby in etcd: %s", exc)
+                ok = False
+            if not ok:
+                log.error(
+                    "etcd did not take the record (standby %s): this leadership is lost",
+                    value,
+                    seq=core.head,
+                )
+            elif value is None:
+                log.warning(
+                    "the synchronous standby is gone: recorded in etcd that this leader runs "
+                    "alone (no takeover is allowed until a standby has caught up again)",
+                    seq=core.head,
+                )
+            else:
+                log.info("standby %s is synchronous (recorded in etcd)", value, seq=core.head)
+            self._release(gate.written(value, ok))
 
     async def append_local(self, ops: list[Operation]) -> list[int]:
         """Append operations made by the controller itself (the operator's commands).
@@ -489,7 +594,10 @@ class Controller:
                             listener.on_commit(events, committed.result.reasons)
                         except Exception:  # a listener bug must not stop commits
                             log.exception("commit listener %r failed", listener)
-                self._answer(admission.committed(batch, committed.replies))
+                answers = admission.committed(batch, committed.replies)
+                if self.sync is not None:  # acknowledged once the synchronous standby has it
+                    answers = self.sync.committed(core.head, answers, time.monotonic())
+                self._answer(answers)
                 if events:
                     self.stats["commits"] += 1
                     self.stats["events"] += len(events)

@@ -14,6 +14,17 @@ from the moment its last successful refresh was *sent* (it cannot have been rene
 than that), less a margin. The others wait for the key to go (the lease expired, or the
 leader resigned) and try again.
 
+Who may take over is guarded too (the pattern of Patroni's synchronous mode): the key
+``/cuelog/<cluster>/sync`` records the last leader and its synchronous standby, or that it
+runs alone. Only those two may become the next leader; the transaction that makes one leader
+also checks that record is unchanged and writes the new one (the new leader, alone until a
+standby catches up). A leader changes the record only in a transaction guarded by its own
+leadership (`record_sync`). So a standby that may lack acknowledged ops never leads.
+
+Each candidate also registers ``/cuelog/<cluster>/members/<name>`` (its addresses) under a
+lease of its own, so standbys find the leader, the leader knows who may report copies, and
+``GET /cluster`` lists them.
+
 Only this module talks to etcd; the controller's shell asks it and carries out the answer.
 """
 
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from typing import Any, Final
 
@@ -52,13 +64,23 @@ class Election:
         cluster: str = "show",
         ttl: int = DEFAULT_TTL,
         clock: Any = time.monotonic,
+        info: dict[str, Any] | None = None,
     ) -> None:
-        host, _, port = endpoint.removeprefix("http://").rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"{endpoint!r} is not an etcd endpoint HOST:PORT")
-        self.host, self.port = host, int(port)
+        #: etcd's members ``HOST:PORT`` (comma-separated); on a failure the next one is used
+        self.endpoints = [_endpoint(e) for e in endpoint.split(",") if e.strip()]
+        if not self.endpoints:
+            raise ValueError("give at least one etcd endpoint HOST:PORT")
+        self._at = 0
+        self.host, self.port = self.endpoints[0]
         self.name = name
+        self.cluster = cluster
         self.key = f"/cuelog/{cluster}/leader".encode()
+        self.sync_key = f"/cuelog/{cluster}/sync".encode()
+        self.members_prefix = f"/cuelog/{cluster}/members/".encode()
+        #: what this candidate publishes about itself (its addresses), with its name
+        self.info = {**(info or {}), "name": name}
+        #: why the last `try_lead` did not lead (for the log; "" when it led or lost a race)
+        self.refused = ""
         self.ttl = ttl
         self.clock = clock
         #: the epoch of this candidate's leadership (0: not leading)
@@ -67,11 +89,23 @@ class Election:
         self.valid_until = 0.0
         self._client: Any = None
         self._lease: Any = None
+        self._member_lease: Any = None
 
     async def __aenter__(self) -> Election:
+        await self._connect()
+        return self
+
+    async def _connect(self) -> None:
+        self.host, self.port = self.endpoints[self._at]
         self._client = aetcd.Client(host=self.host, port=self.port, timeout=self.ttl)
         await self._client.connect()
-        return self
+
+    async def next_endpoint(self) -> None:
+        """After a failure: talk to etcd's next member (leases and keys are the cluster's,
+        so a leadership carries over)."""
+        await self.close()
+        self._at = (self._at + 1) % len(self.endpoints)
+        await self._connect()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
@@ -88,20 +122,54 @@ class Election:
 
     async def leader(self) -> tuple[str, int] | None:
         """``(name, epoch)`` of the current leader, or None."""
+        found = await self.leader_info()
+        return None if found is None else (str(found[0].get("name")), found[1])
+
+    async def leader_info(self) -> tuple[dict[str, Any], int] | None:
+        """What the current leader published about itself (name, addresses) and its epoch."""
         found = await self._client.get(self.key)
         if found is None:
             return None
-        return bytes(found.value).decode(), int(found.create_revision)
+        return _record(found.value), int(found.create_revision)
+
+    async def sync_record(self) -> tuple[dict[str, Any], int] | None:
+        """etcd's record of the last leader and its synchronous standby (``leader``,
+        ``standby``: None when it ran alone), with the record's revision; None if none yet."""
+        found = await self._client.get(self.sync_key)
+        if found is None:
+            return None
+        return _record(found.value), int(found.mod_revision)
 
     async def try_lead(self) -> int:
-        """One attempt: the epoch if this candidate now leads, else 0."""
+        """One attempt: the epoch if this candidate now leads, else 0 (`refused` says why
+        when the sync record does not allow it)."""
         client = self._client
+        record = await self.sync_record()
+        self.refused = ""
+        if record is not None and self.name not in (
+            record[0].get("leader"),
+            record[0].get("standby"),
+        ):
+            who = record[0].get("standby")
+            self.refused = (
+                f"etcd names {record[0].get('leader')} as the last leader and "
+                + (f"{who} as its synchronous standby" if who else "says it ran alone")
+                + f": {self.name} may lack acknowledged ops, so it does not take over"
+            )
+            return 0
         sent = self.clock()
         lease = await client.lease(self.ttl)
         tx = client.transactions
+        guard = (
+            tx.version(self.sync_key) == 0 if record is None else tx.mod(self.sync_key) == record[1]
+        )
+        fresh = {"leader": self.name, "standby": None}
         won, responses = await client.transaction(
-            compare=[tx.create(self.key) == 0],
-            success=[tx.put(self.key, self.name.encode(), lease=lease)],
+            compare=[tx.create(self.key) == 0, guard],
+            success=[
+                tx.put(self.key, json.dumps(self.info).encode(), lease=lease),
+                tx.put(self.sync_key, json.dumps(fresh).encode()),
+            ],
             failure=[],
         )
         if not won:
@@ -122,6 +190,8 @@ class Election:
                 epoch = await self.try_lead()
             except Exception as exc:  # etcd away: try again, never lead on a guess
                 log.warning("cannot reach etcd at %s:%d: %s", self.host, self.port, exc)
+                with contextlib.suppress(Exception):
+                    await self.next_endpoint()
                 epoch = 0
             if epoch:
                 return epoch
@@ -131,18 +201,28 @@ class Election:
         """Renew the lease once; False (and no longer leading) if that failed."""
         if self._lease is None:
             return False
-        sent = self.clock()
-        try:
-            remaining = await self._lease.remaining_ttl()
-            if remaining <= 0:
-                raise ElectionError("the lease has expired")
-            await self._lease.refresh()
-        except Exception as exc:
-            log.error("%s lost its lease (epoch %d): %s", self.name, self.epoch, exc)
-            self.epoch = 0
-            return False
-        self.valid_until = sent + self.ttl - MARGIN
-        return True
+        for attempt in range(len(self.endpoints)):
+            sent = self.clock()
+            if sent >= self.valid_until:
+                break
+            try:
+                reply = await self._client.refresh_lease(self._lease.id)
+                if reply is None or int(reply.TTL) <= 0:
+                    raise ElectionError("the lease has expired")
+            except ElectionError as exc:
+                log.error("%s lost its lease (epoch %d): %s", self.name, self.epoch, exc)
+                break
+            except Exception as exc:  # this etcd member is away: try the next one
+                log.warning("cannot renew the lease at %s:%d: %s", self.host, self.port, exc)
+                if attempt + 1 < len(self.endpoints):
+                    with contextlib.suppress(Exception):
+                        await self.next_endpoint()
+                continue
+            self.valid_until = sent + self.ttl - MARGIN
+            return True
+        log.error("%s no longer leads (epoch %d): its lease was not renewed", self.name, self.epoch)
+        self.epoch = 0
+        return False
 
     async def keep(self) -> None:
         """Renew the lease every third of its life until it cannot be (then return)."""
@@ -151,9 +231,73 @@ class Election:
             if not await self.refresh():
                 return
 
+    async def record_sync(self, standby: str | None) -> bool:
+        """Record `standby` as this leader's synchronous standby (None: it runs alone), in a
+        transaction that succeeds only while this candidate's leadership is the one in etcd.
+        False if it is not (this leadership is over)."""
+        if not self.epoch:
+            return False
+        tx = self._client.transactions
+        record = {"leader": self.name, "standby": standby}
+        won, _ = await self._client.transaction(
+            compare=[tx.create(self.key) == self.epoch],
+            success=[tx.put(self.sync_key, json.dumps(record).encode())],
+            failure=[],
+        )
+        return bool(won)
+
+    async def register(self) -> None:
+        """Publish this candidate (its addresses) under a lease of its own; `keep_member`
+        keeps it alive."""
+        self._member_lease = await self._client.lease(max(self.ttl, 2))
+        await self._client.put(
+            self.members_prefix + self.name.encode(),
+            json.dumps(self.info).encode(),
+            lease=self._member_lease,
+        )
+
+    async def keep_member(self) -> None:
+        """Keep this candidate's registration alive (registering again if it lapsed)."""
+        while True:
+            await asyncio.sleep(max(self.ttl, 2) / 3)
+            try:
+                if self._member_lease is None or await self._member_lease.remaining_ttl() <= 0:
+                    await self.register()
+                else:
+                    await self._member_lease.refresh()
+            except Exception as exc:
+                log.warning("cannot renew %s's registration in etcd: %s", self.name, exc)
+                self._member_lease = None
+
+    async def members(self) -> dict[str, dict[str, Any]]:
+        """Every registered candidate's record, by name."""
+        found = await self._client.get_prefix(self.members_prefix)
+        out: dict[str, dict[str, Any]] = {}
+        for kv in found:
+            name = bytes(kv.key)[len(self.members_prefix) :].decode(errors="replace")
+            out[name] = _record(kv.value)
+        return out
+
     async def resign(self) -> None:
         """Give leadership up at once (the others need not wait for the lease to expire)."""
         lease, self._lease, self.epoch = self._lease, None, 0
         if lease is not None:
             with contextlib.suppress(Exception):
                 await lease.revoke()
+
+
+def _record(value: Any) -> dict[str, Any]:
+    """A JSON object stored in etcd (a bare name, as the first version wrote, is its name)."""
+    raw = bytes(value)
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        return {"name": raw.decode(errors="replace")}
+    return found if isinstance(found, dict) else {"name": str(found)}
+
+
+def _endpoint(text: str) -> tuple[str, int]:
+    host, _, port = text.strip().removeprefix("http://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"{text!r} is not an etcd endpoint HOST:PORT")
+    return host, int(port)

@@ -142,6 +142,19 @@ class Beat(RequestMessage, tag="beat"):
         _node(self.node)
 
 
+class Copied(RequestMessage, tag="copied"):
+    """A standby (node id ``standby:NAME``) holds the log up to `seq` durably in its own file:
+    with ``--ha`` the leader acknowledges a submit only once its synchronous standby did this
+    (`replicas.syncrep`)."""
+
+    node: str
+    inst: str
+    seq: Count
+
+    def __post_init__(self) -> None:
+        _node(self.node)
+
+
 class StatusRequest(RequestMessage, tag="status"):
     """A tool asks for the controller's status."""
 
@@ -157,7 +170,7 @@ class StateRequest(RequestMessage, tag="state"):
             raise BadMessage("a state chunk request needs 'offset'")
 
 
-Request = Hello | Submit | Fetch | Beat | StatusRequest | StateRequest
+Request = Hello | Submit | Fetch | Beat | Copied | StatusRequest | StateRequest
 
 # ---------------------------------------------------------------- replies (from the controller)
 
@@ -234,6 +247,8 @@ class Status(Message, tag="status"):
     key: str | None = None
     #: the controller's epoch (0: the log never changed hands)
     epoch: Count = 0
+    #: with ``--ha``: who leads, the synchronous standby, every standby's lag, the candidates
+    cluster: dict[str, Any] | None = None
 
     def plain(self) -> dict[str, Any]:
         """As plain JSON values (``cuelog status --json``), ``key`` always there."""

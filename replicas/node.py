@@ -17,7 +17,7 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final
 
@@ -97,13 +97,20 @@ class NodeReplica:
         submit_depth: int = SUBMIT_DEPTH,
         key: ShowKey | None = None,
     ) -> None:
-        protocol.check_address(controller)
+        addresses = [a.strip() for a in controller.split(",") if a.strip()]
+        if not addresses:
+            raise ValueError("give at least one controller address")
+        for address in addresses:
+            protocol.check_address(address)
         self.submit_depth = max(1, submit_depth)
         self.node_id = check_node_id(node_id)  # one rule for ids: raises ValidationError
         self.log = log.for_node(self.node_id)
         #: with a show key the node dials with TLS and proves it holds the key
         self.key = key
-        self.controller = secure(controller, key)
+        #: every controller address (with ``--ha`` the candidates; only the leader listens,
+        #: so the node follows whichever serves, and refuses an older epoch's frames)
+        self.controllers = [secure(address, key) for address in addresses]
+        self.controller = ",".join(self.controllers)
         self.db = None if db is None else str(db)
         self.beat_interval = beat_interval
         self.request_timeout = request_timeout
@@ -219,7 +226,7 @@ class NodeReplica:
         )
         self.core.on_applied = self.on_applied
         self._start_session(resumed=store.head > 0)
-        events_addr = protocol.events_address(self.controller)
+        events_addr = ",".join(protocol.events_address(a) for a in self.controllers)
         tls = {} if self.key is None else {"tls_config": self.key.client()}
         req = pynng.Req0(
             recv_max_size=protocol.NNG_MAX_BYTES,
@@ -251,8 +258,9 @@ class NodeReplica:
                 events_addr,
                 seq=self.applied_seq,
             )
-            req.dial(self.controller, block=False)
-            sub.dial(events_addr, block=False)
+            for address in self.controllers:
+                req.dial(address, block=False)
+                sub.dial(protocol.events_address(address), block=False)
             self.started.set()
             if len(self.outbox):
                 self._outbox_wake.set()
@@ -264,6 +272,8 @@ class NodeReplica:
                 tasks.create_task(self._beats(contexts[1]))
                 tasks.create_task(self._submitter(contexts[2 + FETCH_DEPTH :]))
                 tasks.create_task(self._watch_connection(req))
+                for side in self._side_tasks(req, contexts):
+                    tasks.create_task(side)
         except asyncio.CancelledError:
             pass
         finally:
@@ -274,6 +284,11 @@ class NodeReplica:
             if self._file is not None:
                 self.core = None
                 self._file.elog.close()
+
+    def _side_tasks(self, req: Any, contexts: list[Any]) -> list[Coroutine[Any, Any, None]]:
+        """More tasks to run beside the node's own (a standby's reports); a context they
+        open on `req` goes into `contexts`, closed with the rest."""
+        return []
 
     def stop(self) -> None:
         """Ask the node to stop (from any thread; safe to call twice or after it ended)."""
@@ -564,7 +579,7 @@ class NodeReplica:
                 )
                 quiet_until = now + interval
             elif not connected and now >= quiet_until and now - started > 0.5:
-                why = await asyncio.to_thread(diagnose, self.controller, self.key)
+                why = await asyncio.to_thread(diagnose, self.controllers[0], self.key)
                 self.unreachable_why = why
                 self.log.warning(
                     "controller %s not reachable%s; still trying (next note in %.0f s)",

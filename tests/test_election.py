@@ -95,6 +95,7 @@ def test_a_leader_that_stops_renewing_stops_leading_before_the_next_one_leads(
     async def scenario() -> None:
         async with Election(etcd, "ctl-a", ttl=2) as a, Election(etcd, "ctl-b", ttl=2) as b:
             first = await a.campaign()
+            assert await a.record_sync("ctl-b")  # b holds everything a acknowledged
             assert await a.refresh()
             refreshed = time.monotonic()
             # a freezes (no more refreshes); b campaigns
@@ -114,10 +115,40 @@ def test_a_leader_that_resigns_hands_over_at_once(etcd: str) -> None:
     async def scenario() -> None:
         async with Election(etcd, "ctl-a") as a, Election(etcd, "ctl-b") as b:
             first = await a.campaign()
+            assert await a.record_sync("ctl-b")
             await a.resign()
             started = time.monotonic()
             second = await b.campaign(poll=0.05)
             assert second > first and time.monotonic() - started < 1.0
             assert await a.leader() == ("ctl-b", second)
+
+    asyncio.run(scenario())
+
+
+def test_only_the_last_leader_or_its_synchronous_standby_may_take_over(etcd: str) -> None:
+    """etcd's sync record guards the takeover: a candidate that may lack acknowledged ops
+    (not the last leader, not its synchronous standby) never leads, and says why; a leader
+    that lost its leadership cannot change the record."""
+
+    async def scenario() -> None:
+        async with (
+            Election(etcd, "ctl-a") as a,
+            Election(etcd, "ctl-b") as b,
+            Election(etcd, "ctl-c") as c,
+        ):
+            first = await a.campaign()
+            await a.resign()  # the record says a ran alone
+            assert await b.try_lead() == 0 and "ran alone" in b.refused
+            again = await a.try_lead()  # a itself holds everything it acknowledged
+            assert again > first
+            assert await a.record_sync("ctl-b")
+            assert (await a.sync_record() or ({}, 0))[0] == {"leader": "ctl-a", "standby": "ctl-b"}
+            await a.resign()
+            assert await c.try_lead() == 0 and "ctl-b" in c.refused
+            third = await b.try_lead()
+            assert third > again
+            # the new leader starts alone; the old one can no longer write the record
+            assert not await a.record_sync("ctl-a")
+            assert (await b.sync_record() or ({}, 0))[0] == {"leader": "ctl-b", "standby": None}
 
     asyncio.run(scenario())
