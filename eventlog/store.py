@@ -349,6 +349,48 @@ class EventLog(LogWrites):
             except sqlite3.Error as exc:
                 raise LogFileError(target, f"cannot be written: {exc}") from None
 
+    # ------------------------------------------------------------------ an old leader's tail
+
+    def rewind(self, seq: int) -> bool:
+        """Cut the events after `seq` (an old leader's tail that a new leader never had).
+
+        Nothing is thrown away: the whole file is first copied (SQLite's online backup) to
+        ``PATH.log-<log id>.upto-<head>.<time>``, which `replay` reads; that name goes into
+        `set_aside`. The file then holds the log up to `seq` and continues from there,
+        keeping its history (a full resync would keep a snapshot only). False, and nothing
+        done, when `seq` is before the file's base (only a full resync can help then)."""
+        with self._lock:
+            self._check_writable()
+            if seq >= self._head:
+                return True
+            if seq < self.base_seq:
+                return False
+            aside = None
+            if self.path != ":memory:":
+                aside = free_name(
+                    f"{self.path}.log-{self.log_id}.upto-{self._head}.{stamp(self._clock())}"
+                )
+                self.save_copy(aside)
+            old_head = self._head
+            try:
+                with self._writing():
+                    self._conn.execute("DELETE FROM events WHERE seq > ?", (seq,))
+                    self._conn.execute("DELETE FROM snapshots WHERE seq > ?", (seq,))
+            except sqlite3.DatabaseError as exc:
+                raise file_error(self.path, exc, self.role) from None
+            self._refresh_head()
+            self._rebuild_state()
+            self.set_aside = aside
+            log.warning(
+                "%s: events %d-%d (an old leader's tail, never acknowledged) cut; the whole "
+                "file was kept as %s",
+                self.path,
+                seq + 1,
+                old_head,
+                aside,
+            )
+            return True
+
     # ------------------------------------------------------------------ a replica's full resync
 
     def reset(self, log_id: str, snapshot: Snapshot | None) -> None:

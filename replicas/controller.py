@@ -71,6 +71,8 @@ HEARTBEAT_INTERVAL: Final = 0.1
 WORKERS: Final = 16
 #: how often parked submits are looked at (they wait at most `admission.PARK_TIMEOUT`)
 PARK_TICK: Final = 0.05
+#: after etcd failed to take the synchronous standby's record, try again this much later (s)
+RECORD_RETRY: Final = 0.25
 #: how often liveness is checked (seconds)
 LIVENESS_TICK: Final = 0.25
 #: how often (seconds) a node's unknown digest match may be settled by folding the log
@@ -194,6 +196,7 @@ class Controller:
         if self.begin is not None:
             # the leadership's story is its first event, before anything is served
             first = self.core.begin_epoch(*self.begin)
+            self.core.nodes.pop(f"{STANDBY_PREFIX}{self.begin[1]}", None)  # it was this one
             await asyncio.to_thread(self.core.commit, [first], time.time())
             if self.sync is not None:
                 self.sync.head = self.core.head
@@ -485,24 +488,37 @@ class Controller:
         synchronous standby is (a leader answers alone only once etcd says it runs alone)."""
         core = self.core
         assert core is not None
+        retry_at = said = 0.0
         while True:
             await asyncio.sleep(PARK_TICK)
-            self._release(gate.tick(time.monotonic()))
+            now = time.monotonic()
+            self._release(gate.tick(now))
             value = gate.want
-            if value is NO_CHANGE or self.record_sync is None:
+            if value is NO_CHANGE or self.record_sync is None or now < retry_at:
                 continue
             gate.write_started(value)
             try:
                 ok = await self.record_sync(value)
-            except Exception as exc:
-                log.error("could not record the synchronous standby in etcd: %s", exc)
-                ok = False
+            except Exception as exc:  # etcd away: nothing is answered alone meanwhile
+                gate.written(value, False)
+                retry_at = time.monotonic() + RECORD_RETRY
+                if retry_at - said >= 2.0:
+                    said = retry_at
+                    log.error(
+                        "cannot record in etcd who the synchronous standby is (%s): %s; "
+                        "answers wait (retrying)",
+                        value or "none",
+                        exc,
+                        seq=core.head,
+                    )
+                continue
             if not ok:
                 log.error(
-                    "etcd did not take the record (standby %s): this leadership is lost",
-                    value,
+                    "etcd refused the record (standby %s): this leadership is over",
+                    value or "none",
                     seq=core.head,
                 )
+                retry_at = time.monotonic() + RECORD_RETRY
             elif value is None:
                 log.warning(
                     "the synchronous standby is gone: recorded in etcd that this leader runs "

@@ -258,15 +258,20 @@ class Election:
 
     async def keep_member(self) -> None:
         """Keep this candidate's registration alive (registering again if it lapsed)."""
+        said = 0.0
         while True:
             await asyncio.sleep(max(self.ttl, 2) / 3)
             try:
-                if self._member_lease is None or await self._member_lease.remaining_ttl() <= 0:
+                if self._member_lease is None:
                     await self.register()
                 else:
-                    await self._member_lease.refresh()
+                    reply = await self._client.refresh_lease(self._member_lease.id)
+                    if reply is None or int(reply.TTL) <= 0:
+                        await self.register()
             except Exception as exc:
-                log.warning("cannot renew %s's registration in etcd: %s", self.name, exc)
+                if self.clock() - said >= 5.0:  # said every 5 s at most
+                    said = self.clock()
+                    log.warning("cannot renew %s's registration in etcd: %s", self.name, exc)
                 self._member_lease = None
 
     async def members(self) -> dict[str, dict[str, Any]]:

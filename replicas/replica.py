@@ -77,6 +77,10 @@ class ReplicaStore(Protocol):
 
     def set_epoch(self, epoch: int) -> None: ...
 
+    def rewind(self, seq: int) -> bool:
+        """Cut the events after `seq`, keeping a copy of the whole; False if it cannot."""
+        ...
+
 
 class SnapshotParts:
     """A snapshot arriving in chunks (`protocol.snapshot_reply`): what came so far."""
@@ -117,6 +121,9 @@ class MemoryStore:
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch = max(self._epoch, epoch)
+
+    def rewind(self, seq: int) -> bool:
+        return False  # no history in memory: a full resync instead
 
     @property
     def head(self) -> int:
@@ -319,15 +326,22 @@ class ReplicaCore:
             self.high_water = head
         elif msg.epoch > self.epoch and 0 < msg.epoch_start <= self.applied:
             # what it applied from epoch_start on came from an older leader: a tail that was
-            # never acknowledged (or the new leader would hold it). Set aside, never merged.
+            # never acknowledged (or the new leader would hold it). Set aside, never merged:
+            # a file cuts it (keeping a copy of the whole) and goes on by tail; else a resync
             changed = True
-            self._full_resync(
-                log_id,
+            why = (
                 f"events from seq {msg.epoch_start} on were applied under epoch {self.epoch}, "
-                f"before leader epoch {msg.epoch} began there: an old leader's tail",
+                f"before leader epoch {msg.epoch} began there: an old leader's tail"
             )
-            self.live_from = head
-            self.high_water = head
+            if self.store.rewind(msg.epoch_start - 1):
+                self.log.warning("rewound to seq %d: %s", msg.epoch_start - 1, why)
+                self.resyncs += 1  # the engine is owed a restore: its state went back
+                self.pending.clear()
+                self.partial = None
+            else:
+                self._full_resync(log_id, why)
+                self.live_from = head
+                self.high_water = head
         if msg.epoch > self.epoch:
             # events buffered ahead of a hole came from the old leader: never applied now
             self.pending.clear()

@@ -135,6 +135,17 @@ class ReplicaFile:
             with contextlib.suppress(*_FAILURES):
                 self.elog.set_epoch(epoch)
 
+    def rewind(self, seq: int) -> bool:
+        """Cut the file's events after `seq` (a copy of the whole is kept); False while the
+        file fails, or when it cannot (then the replica resyncs in full)."""
+        if self._mem is not None:
+            return False
+        try:
+            return self.elog.rewind(seq)
+        except _FAILURES as exc:
+            log.warning("cannot rewind %s to seq %d: %s", self.path, seq, exc)
+            return False
+
     def reset(self, log_id: str, snapshot: Snapshot | None) -> None:
         if self._mem is None:
             try:

@@ -34,6 +34,8 @@ from typing import Any, Final, Generic, TypeVar
 DEFAULT_SYNC_TIMEOUT: Final = 1.0
 #: how often (seconds) a standby reports its durable seq even when nothing changed
 COPIED_INTERVAL: Final = 0.2
+#: the most standbys whose reports are kept (a peer inventing names cannot grow it further)
+MAX_STANDBYS: Final = 16
 #: node ids of standbys start with this (``standby:NAME``)
 STANDBY_PREFIX: Final = "standby:"
 
@@ -133,14 +135,22 @@ class SyncGate(Generic[A]):
 
     def copied(self, name: str, seq: int, mono: float) -> list[A]:
         """Standby `name` holds everything up to `seq` durably. Raises ValueError for a report
-        no honest standby makes (beyond the head, or from a name etcd does not list)."""
+        no honest standby makes (beyond the head). A standby etcd does not list as a candidate
+        (not yet read, or a peer lying about who it is) is shown but never made synchronous."""
         if seq > self.head:
             raise ValueError(f"standby {name} says it holds seq {seq}, beyond the head {self.head}")
-        if self.members is None or name not in self.members:
-            raise ValueError(f"{name} is not a candidate etcd lists; its copy does not count")
+        if name not in self.copies and len(self.copies) >= MAX_STANDBYS:
+            raise ValueError(f"{MAX_STANDBYS} standbys report already; {name} is not counted")
         before = self.copies.get(name)
         self.copies[name] = Copy(max(seq, before.seq if before else 0), mono)
-        if self.sync is None and not self.leaving and self.writing is None and seq >= self.alone_to:
+        listed = self.members is not None and name in self.members
+        if (
+            listed
+            and self.sync is None
+            and not self.leaving
+            and self.writing is None
+            and seq >= self.alone_to
+        ):
             # it holds everything answered so far: from now on answers wait for it too
             self.sync = name
         return self._release()

@@ -30,6 +30,23 @@ def address(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def addresses(text: str) -> str:
+    """One or more NNG addresses, comma-separated (with ``--ha``, every controller's)."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("give at least one address")
+    return ",".join(address(part) for part in parts)
+
+
+def candidate_name(text: str) -> str:
+    """A hot-standby candidate's name: its standby's node id is ``standby:NAME``."""
+    try:
+        check_node_id(f"standby:{text}")
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(f"--name {text!r}: {exc.detail}") from None
+    return text
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 from typing import Any
 
 from eventlog import DEFAULT_SNAPSHOT_EVERY, CuelogError, EventLog
+from eventlog.logctx import ComponentLog
 from gateway.server import DEFAULT_WS, Gateway, raise_open_files
 from gateway.session import Policy
 from replicas import DEFAULT_LISTEN, Controller
+from replicas.candidate import Candidate
+from replicas.election import DEFAULT_TTL
 from replicas.membership import DEFAULT_NODE_TIMEOUT
 from replicas.serving import DEFAULT_TAIL_LIMIT
+from replicas.syncrep import DEFAULT_SYNC_TIMEOUT
 from tools import args as types
+
+log = ComponentLog("cuelog.controller", "controller")
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -93,12 +100,77 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="UIs without control see nothing either (by default they see the status)",
     )
+    ha = parser.add_argument_group(
+        "hot standby",
+        "Start the same command on two controller hosts (each with its own --db, --listen and "
+        "--name) and a three-member etcd (the third on a node machine). One leads; the other "
+        "follows its log into its own file and takes over when the leader's etcd lease "
+        "expires. A submit is acknowledged once the synchronous standby holds it durably. "
+        "Nodes take every controller's address: --controller A,B.",
+    )
+    ha.add_argument(
+        "--ha",
+        metavar="HOST:PORT[,HOST:PORT]",
+        help="etcd's client endpoints: run as a candidate of a hot-standby pair",
+    )
+    ha.add_argument(
+        "--name",
+        type=types.candidate_name,
+        metavar="NAME",
+        help="this candidate's name, unique in the cluster (default: the host name)",
+    )
+    ha.add_argument(
+        "--advertise",
+        type=types.address,
+        metavar="ADDR",
+        help="the address the other candidate follows this one at, when --listen is not "
+        "dialable as is (tcp://0.0.0.0:9093 is not): e.g. tcp://192.168.1.10:9093",
+    )
+    ha.add_argument(
+        "--ha-ttl",
+        type=types.positive_int,
+        default=DEFAULT_TTL,
+        metavar="S",
+        help=f"the leader's etcd lease (default {DEFAULT_TTL} s): a dead leader is replaced "
+        "about this long after it died",
+    )
+    ha.add_argument(
+        "--sync-timeout",
+        type=types.positive_float,
+        default=DEFAULT_SYNC_TIMEOUT,
+        metavar="S",
+        help="a synchronous standby silent this long is given up: the leader records in etcd "
+        f"that it runs alone and acknowledges without it (default {DEFAULT_SYNC_TIMEOUT:g} s)",
+    )
+    ha.add_argument(
+        "--cluster",
+        default="show",
+        metavar="NAME",
+        help="the etcd key prefix's cluster name (default show): one etcd can serve several",
+    )
+    ha.add_argument(
+        "--no-ha",
+        action="store_true",
+        help="etcd lost quorum and the show must go on: serve as the only controller on this "
+        "file, without an election (logged as a warning; stop the other candidate first)",
+    )
     parser.set_defaults(func=run, node_name="controller")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     raise_open_files()
+    if args.ha and args.no_ha:
+        raise CuelogError("--ha and --no-ha contradict each other: give one")
+    if args.ha:
+        return _run_candidate(args)
+    if args.no_ha:
+        log.warning(
+            "--no-ha: serving %s as the only controller, without an election; make sure no "
+            "other candidate runs (stop it first), and start with --ha again once etcd has "
+            "quorum",
+            args.db,
+        )
     # open once here so a bad file (or one in use by another writer, or a node's replica) is
     # a one-line error before any socket is bound; the controller checks every page of it
     # when it opens it for good
@@ -141,6 +213,47 @@ def run(args: argparse.Namespace) -> int:
         controller.stop()
 
     return types.run_until_signal(both, stop)
+
+
+def _run_candidate(args: argparse.Namespace) -> int:
+    """``--ha``: stand by or lead as etcd decides, the UI gateway running while leading."""
+    key = types.load_key(args, args.listen)
+    name = args.name or socket.gethostname()
+    ws = None if args.ws is None else f"{args.ws[0]}:{args.ws[1]}"
+
+    async def serve(controller: Controller) -> None:
+        assert args.ws is not None
+        host, port = args.ws
+        policy = Policy(allow=args.allow, passcode=args.passcode, private=args.private)
+        await Gateway(controller, host, port, policy=policy).run()
+
+    candidate = Candidate(
+        types.candidate_name(name),
+        args.ha,
+        args.db,
+        args.listen,
+        cluster=args.cluster,
+        ttl=args.ha_ttl,
+        sync_timeout=args.sync_timeout,
+        key=key,
+        ws=ws,
+        advertise=args.advertise,
+        serve=None if args.ws is None else serve,
+        controller_options={
+            "node_timeout": args.node_timeout,
+            "snapshot_every": args.snapshot_every,
+            "tail_limit": args.tail_limit,
+            "synchronous": args.synchronous,
+        },
+    )
+
+    async def main() -> None:
+        try:
+            await candidate.run()
+        except BaseExceptionGroup as group:
+            raise _first(group) from None
+
+    return types.run_until_signal(main, candidate.stop)
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:

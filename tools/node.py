@@ -26,9 +26,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--controller",
         required=True,
-        type=types.address,
-        metavar="ADDR",
-        help="the controller's address, e.g. tcp://127.0.0.1:9093",
+        type=types.addresses,
+        metavar="ADDR[,ADDR]",
+        help="the controller's address, e.g. tcp://127.0.0.1:9093; with a hot standby every "
+        "candidate's, comma-separated (the node follows whichever leads)",
     )
     parser.add_argument("--db", metavar="PATH", help="keep the replica in this log file")
     types.add_key(parser, "the controller's")

@@ -7,7 +7,7 @@ from typing import Any
 
 from eventlog import dumps
 from replicas import DEFAULT_LISTEN
-from replicas.client import ControllerClient
+from replicas.client import ControllerClient, ControllerUnreachable
 from tools import args as types
 
 
@@ -24,9 +24,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--controller",
         default=DEFAULT_LISTEN,
-        type=types.address,
-        metavar="ADDR",
-        help=f"the controller's address (default {DEFAULT_LISTEN})",
+        type=types.addresses,
+        metavar="ADDR[,ADDR]",
+        help=f"the controller's address (default {DEFAULT_LISTEN}); with a hot standby every "
+        "candidate's, comma-separated: the leader answers",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object")
     types.add_key(parser, "the controller's")
@@ -66,6 +67,9 @@ def render(status: dict[str, Any]) -> str:
             )
     if not status["nodes"]:
         lines.append("(no node has checked in)")
+    cluster = status.get("cluster")
+    if cluster:
+        lines += ["", *render_cluster(cluster)]
     for problem in status.get("problems", []):
         lines.append(f"PROBLEM  {problem}")
     for warning in status.get("warnings", []):
@@ -73,13 +77,60 @@ def render(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_cluster(cluster: dict[str, Any]) -> list[str]:
+    """The hot standby: who leads, whether answers wait for a standby, each standby's lag."""
+    sync = cluster.get("sync_standby")
+    lines = [
+        f"leader   {cluster.get('leader')} (epoch {cluster.get('epoch')}, lease "
+        f"{cluster.get('valid_for_s')} s left of {cluster.get('ttl_s')} s)"
+        + ("" if cluster.get("leading", True) else "  NOT LEADING: its lease may have expired"),
+        "acks     "
+        + (
+            f"synchronous: each waits for standby {sync}"
+            if cluster.get("synchronous") and sync
+            else "ALONE: no standby may take over until one has caught up"
+            + (f" (standby {cluster['joining']} is joining)" if cluster.get("joining") else "")
+        ),
+    ]
+    for name, info in (cluster.get("standbys") or {}).items():
+        lines.append(
+            f"standby  {name:<12} copied {info['copied']:>8}  lag {info['lag']:>6} ev  "
+            f"seen {info['seen_ago_s']:.2f} s ago"
+        )
+    listed = ", ".join(sorted(cluster.get("candidates") or {}))
+    if listed:
+        lines.append(f"in etcd  {listed}")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
-    key = types.load_key(args, args.controller)
-    with ControllerClient(args.controller, timeout=args.timeout, key=key) as client:
-        status = client.status()
+    status = _ask_leader(args)
     status.pop("k", None)
     print(dumps(status).decode() if args.json else render(status))
     bad = any(
         info["digest_match"] is False or info.get("conflict") for info in status["nodes"].values()
     )
     return 1 if bad or status.get("problems") else 0
+
+
+def _ask_leader(args: argparse.Namespace) -> dict[str, Any]:
+    """The status of the controller that leads, among ``--controller``'s addresses (only the
+    leader listens; a fenced one says it does not lead)."""
+    addresses = args.controller.split(",")
+    found: dict[str, Any] | None = None
+    failed: ControllerUnreachable | None = None
+    for address in addresses:
+        key = types.load_key(args, address)
+        try:
+            with ControllerClient(address, timeout=args.timeout, key=key) as client:
+                status = client.status()
+        except ControllerUnreachable as exc:
+            failed = exc
+            continue
+        if (status.get("cluster") or {}).get("leading", True):
+            return status
+        found = found or status
+    if found is not None:
+        return found
+    assert failed is not None
+    raise failed
