@@ -61,6 +61,13 @@ def response(status: int, body: bytes, content_type: str = _TEXT) -> Response:
     return Response(status, _REASONS.get(status, "OK"), headers, body)
 
 
+def _shared(answer: Response) -> Response:
+    """Readable by a status page served by another candidate's gateway (a hot standby's
+    page polls whichever leads); the private rule above still applies."""
+    answer.headers["Access-Control-Allow-Origin"] = "*"
+    return answer
+
+
 def _status_page() -> bytes:
     return importlib.resources.files("gateway").joinpath("static/status.html").read_bytes()
 
@@ -96,13 +103,13 @@ class StatusPages:
                     b"network\n",
                 )
         if path == "/state":
-            return response(200, self.state_json(core, now), "application/json")
+            return _shared(response(200, self.state_json(core, now), "application/json"))
         if path == "/cluster":
             try:
                 body = orjson.dumps(self._status())
             except CuelogError as exc:
-                return response(503, f"{exc}\n".encode())
-            return response(200, body, "application/json")
+                return _shared(response(503, f"{exc}\n".encode()))
+            return _shared(response(200, body, "application/json"))
         if path == "/favicon.ico":
             return response(204, b"")
         return response(404, b"not found: try /, /state, /cluster or ws://.../realtime\n")

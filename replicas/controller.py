@@ -196,7 +196,6 @@ class Controller:
         if self.begin is not None:
             # the leadership's story is its first event, before anything is served
             first = self.core.begin_epoch(*self.begin)
-            self.core.nodes.pop(f"{STANDBY_PREFIX}{self.begin[1]}", None)  # it was this one
             await asyncio.to_thread(self.core.commit, [first], time.time())
             if self.sync is not None:
                 self.sync.head = self.core.head
@@ -588,6 +587,8 @@ class Controller:
                     self._answer(admission.commit_failed(batch, str(exc)))
                     continue
                 core.record(committed)  # on the loop: the core is only ever written from here
+                if self.sync is not None:  # before anything goes out: standbys report it next
+                    self.sync.head = core.head
                 events = committed.result.events
                 if not self.leading():
                     # the lease may have expired while it committed: nothing of it goes out

@@ -65,6 +65,7 @@ from replicas.messages import (
 )
 from replicas.protocol import ProtocolError, Rule
 from replicas.serving import DEFAULT_TAIL_LIMIT, CatchUpServer
+from replicas.syncrep import STANDBY_PREFIX
 
 log = ComponentLog("cuelog.sequencer")
 
@@ -321,7 +322,12 @@ class ControllerCore(Membership, CatchUpServer):
         story = {"epoch": epoch, "leader": name, "reason": reason, "from_seq": self.epoch_start}
         op = Operation(OperationType.STATUS, ActionType.UPDATE, CONTROLLER, LEADER, story)
         log.warning("%s leads from seq %d: epoch %d (%s)", name, self.epoch_start, epoch, reason)
-        return self.internal([Submission(op)])
+        subs = [Submission(op)]
+        standby = f"{STANDBY_PREFIX}{name}"
+        if self.elog.state.nodes.get(standby, {}).get("online"):  # it was this one: it left
+            subs.append(node_op(NODE_LEFT, standby, reason="promoted"))
+        self.nodes.pop(standby, None)
+        return self.internal(subs)
 
     def internal(self, subs: list[Submission]) -> Prepared:
         """Operations the controller makes itself (liveness, the operator's commands)."""

@@ -63,6 +63,7 @@ class Etcd:
 
     def __init__(self, folder: Path, size: int = 1) -> None:
         self.binary = etcd_binary()
+        folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.names = [f"e{i}" for i in range(size)]
         self.client = {name: free_port() for name in self.names}
@@ -93,6 +94,7 @@ class Etcd:
                     f"--initial-advertise-peer-urls=http://127.0.0.1:{self.peer[name]}",
                     f"--initial-cluster={self.initial}",
                     "--initial-cluster-state=new",
+                    "--initial-cluster-token=cuelog-test",
                     "--heartbeat-interval=50",
                     "--election-timeout=500",
                 ],
@@ -160,14 +162,18 @@ class Candidates:
         return self.procs[name].log_text()
 
     def leader(self) -> tuple[str, int] | None:
-        async def ask() -> tuple[str, int] | None:
-            async with Election(self.etcd, "probe") as probe:
+        """Who etcd says leads (asking each member in turn: one may be down)."""
+
+        async def ask(endpoint: str) -> tuple[str, int] | None:
+            async with Election(endpoint, "probe") as probe:
                 return await probe.leader()
 
-        try:
-            return asyncio.run(ask())
-        except Exception:
-            return None
+        for endpoint in self.etcd.split(","):
+            try:
+                return asyncio.run(ask(endpoint))
+            except Exception:
+                continue
+        return None
 
     def status(self, name: str) -> dict[str, Any] | None:
         try:

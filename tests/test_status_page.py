@@ -526,3 +526,46 @@ async def test_the_page_says_replay_and_offers_no_commands_under_replay_serve(
             shot = await page.screenshot()
             check_png(shot)
             (tmp_path / "replay-page.png").write_bytes(shot)
+
+
+async def test_the_page_follows_the_leader_to_the_standby_s_gateway(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """A hot standby: the page is opened on the leader's gateway, learns every candidate's
+    gateway from /cluster, and when the leader is killed it reconnects to the new leader's."""
+    from tests.ha_rig import Candidates, Etcd, free_port
+
+    etcd = await asyncio.to_thread(Etcd, tmp_path / "etcd")
+    rig = Candidates(tmp_path, etcd.endpoints, ["a", "b"])
+    ws = {name: f"127.0.0.1:{free_port()}" for name in ("a", "b")}
+    try:
+        rig.start("a", "--ws", ws["a"])
+        assert await asyncio.to_thread(rig.wait_leader) == "a"
+        rig.start("b", "--ws", ws["b"])
+        await asyncio.to_thread(rig.wait_synchronous, "a")
+        async with open_page(browser, f"http://{ws['a']}/") as page:
+            await page.until("connected to a", "window.cuelog.connected")
+            await page.until(
+                "both gateways known", f"window.cuelog.gateways.includes({json.dumps(ws['b'])})"
+            )
+            await page.until(
+                "the cluster line",
+                "document.getElementById('cluster-note').textContent.includes('leader a')",
+            )
+            rig.kill9("a")
+            await page.until(
+                "connected to b's gateway",
+                f"window.cuelog.connected && window.cuelog.gateway === {json.dumps(ws['b'])}",
+                timeout=30,
+            )
+            await page.until(
+                "b named as leader",
+                "document.getElementById('cluster-note').textContent.includes('leader b')",
+                timeout=10,
+            )
+            shot = await page.screenshot()
+            check_png(shot)
+            (tmp_path / "failover-page.png").write_bytes(shot)
+    finally:
+        rig.stop_all()
+        etcd.close()

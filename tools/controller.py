@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 from eventlog import DEFAULT_SNAPSHOT_EVERY, CuelogError, EventLog
 from eventlog.logctx import ComponentLog
@@ -219,7 +220,7 @@ def _run_candidate(args: argparse.Namespace) -> int:
     """``--ha``: stand by or lead as etcd decides, the UI gateway running while leading."""
     key = types.load_key(args, args.listen)
     name = args.name or socket.gethostname()
-    ws = None if args.ws is None else f"{args.ws[0]}:{args.ws[1]}"
+    ws = None if args.ws is None else _reachable_ws(args.ws, args.advertise or args.listen)
 
     async def serve(controller: Controller) -> None:
         assert args.ws is not None
@@ -254,6 +255,16 @@ def _run_candidate(args: argparse.Namespace) -> int:
             raise _first(group) from None
 
     return types.run_until_signal(main, candidate.stop)
+
+
+def _reachable_ws(ws: tuple[str, int], advertise: str) -> str:
+    """Where a browser reaches this candidate's gateway: a wildcard bind (0.0.0.0) is
+    reached at the advertised controller address's host."""
+    host, port = ws
+    if host in ("0.0.0.0", "::", ""):
+        found = urlsplit(advertise.replace("tls+tcp://", "tcp://")).hostname
+        host = found if found and found not in ("0.0.0.0", "::") else socket.gethostname()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
