@@ -7,10 +7,6 @@ candidate takes over within the lease. Without etcd these tests are skipped, exc
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,59 +14,17 @@ from pathlib import Path
 import pytest
 
 from replicas.election import MARGIN, Election
-from tests.cluster import wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _answers(endpoint: str) -> bool:
-    async def ask() -> bool:
-        try:
-            async with Election(endpoint, "probe", ttl=2) as probe:
-                await probe.leader()
-            return True
-        except Exception:
-            return False
-
-    return asyncio.run(ask())
+from tests.ha_rig import Etcd
 
 
 @pytest.fixture
 def etcd(tmp_path: Path) -> Iterator[str]:
     """A one-member etcd on loopback; its client endpoint ``127.0.0.1:PORT``."""
-    binary = shutil.which("etcd")
-    if binary is None:
-        if os.environ.get("CI") or os.environ.get("CUELOG_CI"):
-            pytest.fail("etcd is not installed (.ci/run installs Debian's etcd-server)")
-        pytest.skip("etcd is not installed (apt-get install etcd-server)")
-    client, peer = _free_port(), _free_port()
-    with open(tmp_path / "etcd.log", "wb") as out:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--name=t",
-                f"--data-dir={tmp_path / 'etcd'}",
-                f"--listen-client-urls=http://127.0.0.1:{client}",
-                f"--advertise-client-urls=http://127.0.0.1:{client}",
-                f"--listen-peer-urls=http://127.0.0.1:{peer}",
-                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
-                f"--initial-cluster=t=http://127.0.0.1:{peer}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    endpoint = f"127.0.0.1:{client}"
+    cluster = Etcd(tmp_path)
     try:
-        wait_for("etcd to answer", lambda: proc.poll() is None and _answers(endpoint), 30)
-        yield endpoint
+        yield cluster.endpoints
     finally:
-        proc.kill()
-        proc.wait(10)
+        cluster.close()
 
 
 def test_one_candidate_leads_and_the_epoch_is_etcds_revision(etcd: str) -> None:

@@ -12,7 +12,9 @@ import argparse
 from collections import Counter
 from typing import Any, Final
 
-from eventlog import EventLog, digest
+import orjson
+
+from eventlog import CONTROLLER, LEADER, EventLog, digest
 from tools.formats import clock, duration, print_json, stamp
 from tools.reading import progress_wanted, read_log, show_zone
 from tools.show import Show, lives
@@ -95,8 +97,25 @@ def _facts(elog: EventLog, path: str, tz_name: str, verdict: str, show: Show) ->
         senders=dict(senders),
         commands=issued,
         nodes=nodes,
+        leaderships=_leaderships(elog),
     )
     return info
+
+
+def _leaderships(elog: EventLog) -> list[dict[str, Any]]:
+    """Each leadership of a hot-standby log (``status leader`` events): when, which epoch,
+    who led, why, from which seq. Empty for a log that never changed hands."""
+    found = elog.select(
+        "SELECT seq, ts, data FROM events WHERE type = 'status' AND target = ? AND sender = ? "
+        "ORDER BY seq",
+        (LEADER, CONTROLLER),
+    )
+    out: list[dict[str, Any]] = []
+    for seq, ts, data in found:
+        story = orjson.loads(data) if data else {}
+        if isinstance(story, dict):
+            out.append({"seq": seq, "ts": ts, **story})
+    return out
 
 
 def _lines(info: dict[str, Any], show: Show) -> list[str]:
@@ -135,6 +154,11 @@ def _lines(info: dict[str, Any], show: Show) -> list[str]:
             lines.append(
                 "           (this file predates recorded refusals: `events --why` tells them)"
             )
+    for lead in info["leaderships"]:
+        lines.append(
+            f"leader     {clock(lead['ts'], tz)} {lead.get('leader')} leads (epoch "
+            f"{lead.get('epoch')}) from seq {lead['seq']}: {lead.get('reason')}"
+        )
     for node, life in sorted(show.nodes.items()):
         periods = "; ".join(
             f"{clock(p.joined_ts, tz, ms=False)}-"

@@ -59,6 +59,11 @@ SUITES: Final = {
         "gateway_measure:run_gateway",
         "gateway_report:print_gateway",
     ),
+    "ha": Suite(
+        "hot standby: takeovers and the synchronous standby's cost (needs etcd)",
+        "ha_measure:run_ha",
+        "ha_report:print_ha",
+    ),
     "replay": Suite(
         "building the logs, then every subcommand",
         "replay_measure:run_replay",
