@@ -226,6 +226,7 @@ class Candidate:
                 self.listen,
                 key=self.key,
                 leading=election.leading,
+                check=False,  # this process wrote the file as the standby until now
                 begin=(epoch, self.name, why),
                 sync=gate,
                 record_sync=election.record_sync,

@@ -102,6 +102,7 @@ class Controller:
         key: ShowKey | None = None,
         leading: Callable[[], bool] | None = None,
         epoch: int | None = None,
+        check: bool = True,
         begin: tuple[int, str, str] | None = None,
         sync: SyncGate[tuple[int, SubmitReply]] | None = None,
         record_sync: Callable[[str | None], Awaitable[bool]] | None = None,
@@ -114,6 +115,9 @@ class Controller:
         self.leading = leading or (lambda: True)
         #: the epoch to serve under (None: the one the log recorded last)
         self.epoch = epoch
+        #: check every page of the file before serving it (a standby being promoted skips
+        #: it: it wrote the file itself until a moment ago, and the show waits for it)
+        self.check = check
         #: ``(epoch, name, reason)``: a leadership that begins now; its first event (status
         #: ``leader``) is committed before anything is served
         self.begin = begin
@@ -170,7 +174,7 @@ class Controller:
             synchronous=self.synchronous,
             role="controller",
             owner={"what": "cuelog controller", "listen": self.listen},
-            check=True,
+            check=self.check,
         )
         reader = lookup = elog
         try:

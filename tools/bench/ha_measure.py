@@ -18,6 +18,7 @@ with a small pause).
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import time
 from pathlib import Path
@@ -50,6 +51,8 @@ def run_ha(quick: bool, scratch: Path) -> Figures:
         "b": ",".join(etcd.endpoint(n) for n in ("e1", "e2", "e0")),
     }
     state = {"leader": ""}
+    for quiet in ("cuelog.node", "cuelog.replica"):  # the writer's redials are not the report
+        logging.getLogger(quiet).setLevel(logging.ERROR)
     try:
         rig.start("a")
         state["leader"] = rig.wait_leader(timeout=30)
