@@ -25,7 +25,7 @@ test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-long: $(STAMP)
-	CUELOG_HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0
+	CUELOG_HYPOTHESIS_PROFILE=long CUELOG_HA_ROUNDS=20 $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0
 
 bench: $(STAMP)
 	$(BIN)/cuelog bench

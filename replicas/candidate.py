@@ -199,6 +199,9 @@ class Candidate:
                             self.db,
                         )
                         self.standby = Standby(self.name, address, self.db, key=self.key)
+                        # the leader counts copies only from the connection proving this origin
+                        with contextlib.suppress(Exception):
+                            await election.register(standby=self.standby.outbox.origin)
                         task = asyncio.create_task(self.standby.run())
                 await asyncio.sleep(POLL)
         finally:
@@ -265,7 +268,9 @@ class Candidate:
         while True:
             with contextlib.suppress(Exception):
                 self.members = await self.election.members()
-                gate.members = set(self.members)
+                gate.members = {
+                    name: str(info.get("standby") or "") for name, info in self.members.items()
+                }
             await asyncio.sleep(MEMBERS_EVERY)
 
     def _cluster(self, epoch: int) -> dict[str, Any]:

@@ -460,7 +460,7 @@ class Controller:
             raise InputError("this controller was not started with --ha: it has no standbys")
         try:
             released = self.sync.copied(
-                msg.node.removeprefix(STANDBY_PREFIX), msg.seq, time.monotonic()
+                msg.node.removeprefix(STANDBY_PREFIX), msg.seq, time.monotonic(), msg.inst
             )
         except ValueError as exc:
             raise InputError(str(exc)) from None

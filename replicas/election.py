@@ -246,10 +246,12 @@ class Election:
         )
         return bool(won)
 
-    async def register(self) -> None:
-        """Publish this candidate (its addresses) under a lease of its own; `keep_member`
-        keeps it alive."""
-        self._member_lease = await self._client.lease(max(self.ttl, 2))
+    async def register(self, **more: Any) -> None:
+        """Publish this candidate (its addresses, and `more`: its standby's op-id origin)
+        under a lease of its own; `keep_member` keeps it alive."""
+        self.info.update(more)
+        if self._member_lease is None:
+            self._member_lease = await self._client.lease(max(self.ttl, 2))
         await self._client.put(
             self.members_prefix + self.name.encode(),
             json.dumps(self.info).encode(),
@@ -267,6 +269,7 @@ class Election:
                 else:
                     reply = await self._client.refresh_lease(self._member_lease.id)
                     if reply is None or int(reply.TTL) <= 0:
+                        self._member_lease = None
                         await self.register()
             except Exception as exc:
                 if self.clock() - said >= 5.0:  # said every 5 s at most

@@ -78,8 +78,9 @@ class SyncGate(Generic[A]):
         self.alone_to = 0
         #: every standby's last report, by name
         self.copies: dict[str, Copy] = {}
-        #: names etcd lists as candidates (None: not known yet, every standby is refused)
-        self.members: set[str] | None = None
+        #: the candidates etcd lists, with the op-id origin of each one's standby (None: not
+        #: read yet); only a standby whose connection proved that origin can be synchronous
+        self.members: dict[str, str] | None = None
         self._held: collections.deque[_Held[A]] = collections.deque()
         #: the leader's head (the shell keeps it current)
         self.head = 0
@@ -133,17 +134,18 @@ class SyncGate(Generic[A]):
         self._held.append(_Held(seq, mono, answers))
         return self._release()
 
-    def copied(self, name: str, seq: int, mono: float) -> list[A]:
+    def copied(self, name: str, seq: int, mono: float, inst: str = "") -> list[A]:
         """Standby `name` holds everything up to `seq` durably. Raises ValueError for a report
         no honest standby makes (beyond the head). A standby etcd does not list as a candidate
-        (not yet read, or a peer lying about who it is) is shown but never made synchronous."""
+        (not yet read, or a peer lying about who it is: its connection's proven origin `inst`
+        is not the one that candidate published) is shown but never made synchronous."""
         if seq > self.head:
             raise ValueError(f"standby {name} says it holds seq {seq}, beyond the head {self.head}")
         if name not in self.copies and len(self.copies) >= MAX_STANDBYS:
             raise ValueError(f"{MAX_STANDBYS} standbys report already; {name} is not counted")
         before = self.copies.get(name)
         self.copies[name] = Copy(max(seq, before.seq if before else 0), mono)
-        listed = self.members is not None and name in self.members
+        listed = bool(inst) and self.members is not None and self.members.get(name) == inst
         if (
             listed
             and self.sync is None
@@ -164,6 +166,8 @@ class SyncGate(Generic[A]):
             waited = bool(self._held) and mono - self._held[0].since > self.timeout
             if silent or waited:
                 self.leaving = True
+        if self.leaving and self.recorded is None and self.writing is None:
+            return self._alone()  # etcd never named it (it was joining): nothing to undo
         return self._release()
 
     def forget(self, name: str) -> None:
@@ -182,16 +186,20 @@ class SyncGate(Generic[A]):
             return []  # the shell stops leading; nothing more goes out
         self.recorded = value
         if value is None and self.leaving:
-            self.leaving = False
-            self.sync = None
-            out = [a for h in self._held for a in h.answers]
-            if self._held:
-                self.alone_to = max(self.alone_to, self._held[-1].seq)
-            self._held.clear()
-            return out
+            return self._alone()
         return self._release()
 
     # ------------------------------------------------------------------ inside
+
+    def _alone(self) -> list[A]:
+        """etcd records that this leader runs alone: every held answer goes out."""
+        self.leaving = False
+        self.sync = None
+        out = [a for h in self._held for a in h.answers]
+        if self._held:
+            self.alone_to = max(self.alone_to, self._held[-1].seq)
+        self._held.clear()
+        return out
 
     def _release(self) -> list[A]:
         if self.leaving or self.sync is None:
