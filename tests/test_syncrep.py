@@ -83,7 +83,7 @@ STEP = st.one_of(
 )
 
 
-@settings(max_examples=settings.default.max_examples * 8)  # ci: 400, fixed; long: 16,000
+@settings(max_examples=settings().max_examples * 8)  # ci: 400, fixed; long: 16,000
 @given(st.lists(STEP, max_size=60))
 def test_no_answer_goes_out_that_a_named_standby_lacks(steps: list[Any]) -> None:
     gate = _gate()
