@@ -62,7 +62,8 @@ from replicas.sequencer import (
 )
 from replicas.serving import DEFAULT_TAIL_LIMIT
 from replicas.showkey import ShowKey, secure
-from replicas.syncrep import NO_CHANGE, STANDBY_PREFIX, SyncGate
+from replicas.syncrep import SyncGate
+from replicas.syncserve import SyncLeader, not_leading
 
 log = ComponentLog("cuelog.controller", "controller")
 
@@ -71,8 +72,6 @@ HEARTBEAT_INTERVAL: Final = 0.1
 WORKERS: Final = 16
 #: how often parked submits are looked at (they wait at most `admission.PARK_TIMEOUT`)
 PARK_TICK: Final = 0.05
-#: after etcd failed to take the synchronous standby's record, try again this much later (s)
-RECORD_RETRY: Final = 0.25
 #: how often liveness is checked (seconds)
 LIVENESS_TICK: Final = 0.25
 #: how often (seconds) a node's unknown digest match may be settled by folding the log
@@ -85,7 +84,7 @@ class ListenError(CuelogError):
     """The controller's addresses could not be bound."""
 
 
-class Controller:
+class Controller(SyncLeader):
     """The controller: log, sequencer, publisher, catch-up and liveness on one address."""
 
     def __init__(
@@ -445,93 +444,6 @@ class Controller:
             status.cluster = cluster
         return status
 
-    # ------------------------------------------------------------------ the synchronous standby
-
-    def _copied(self, msg: Copied, pipe: Any) -> Message:
-        """A standby's durable seq: answers waiting for it may go out."""
-        core = self.core
-        assert core is not None
-        if not msg.node.startswith(STANDBY_PREFIX):
-            raise InputError(f"{msg.node} is not a standby (their ids are {STANDBY_PREFIX}NAME)")
-        session = core.session_of(msg.node, nngio.pipe_id(pipe), time.monotonic())
-        if session is not None and session.inst != msg.inst:
-            raise InputError(f"this connection said hello with origin {session.inst}")
-        if self.sync is None:
-            raise InputError("this controller was not started with --ha: it has no standbys")
-        try:
-            released = self.sync.copied(
-                msg.node.removeprefix(STANDBY_PREFIX), msg.seq, time.monotonic(), msg.inst
-            )
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
-        self._release(released)
-        return messages.Ok(core.log_id, core.head, time.time(), core.epoch)
-
-    def _release(self, answers: list[tuple[int, SubmitReply]]) -> None:
-        if answers and self.leading():
-            self._answer(answers)
-        elif answers:  # the lease may have run out: a new leader need not have these
-            self._answer([(token, _not_leading()) for token, _ in answers])
-
-    def _pipe_closed(self, conn: int, mono: float) -> None:
-        core = self.core
-        if core is None:
-            return
-        session = core.sessions.get(conn)
-        if (
-            self.sync is not None
-            and session is not None
-            and session.node.startswith(STANDBY_PREFIX)
-        ):
-            self.sync.forget(session.node.removeprefix(STANDBY_PREFIX))
-        core.pipe_closed(conn, mono)
-
-    async def _sync_keeper(self, gate: SyncGate[tuple[int, SubmitReply]]) -> None:
-        """Give a silent synchronous standby up in time, and keep etcd's record of who the
-        synchronous standby is (a leader answers alone only once etcd says it runs alone)."""
-        core = self.core
-        assert core is not None
-        retry_at = said = 0.0
-        while True:
-            await asyncio.sleep(PARK_TICK)
-            now = time.monotonic()
-            self._release(gate.tick(now))
-            value = gate.want
-            if value is NO_CHANGE or self.record_sync is None or now < retry_at:
-                continue
-            gate.write_started(value)
-            try:
-                ok = await self.record_sync(value)
-            except Exception as exc:  # etcd away: nothing is answered alone meanwhile
-                gate.written(value, False)
-                retry_at = time.monotonic() + RECORD_RETRY
-                if retry_at - said >= 2.0:
-                    said = retry_at
-                    log.error(
-                        "cannot record in etcd who the synchronous standby is (%s): %s; "
-                        "answers wait (retrying)",
-                        value or "none",
-                        exc,
-                        seq=core.head,
-                    )
-                continue
-            if not ok:
-                log.error(
-                    "etcd refused the record (standby %s): this leadership is over",
-                    value or "none",
-                    seq=core.head,
-                )
-                retry_at = time.monotonic() + RECORD_RETRY
-            elif value is None:
-                log.warning(
-                    "the synchronous standby is gone: recorded in etcd that this leader runs "
-                    "alone (no takeover is allowed until a standby has caught up again)",
-                    seq=core.head,
-                )
-            else:
-                log.info("standby %s is synchronous (recorded in etcd)", value, seq=core.head)
-            self._release(gate.written(value, ok))
-
     async def append_local(self, ops: list[Operation]) -> list[int]:
         """Append operations made by the controller itself (the operator's commands).
 
@@ -567,7 +479,7 @@ class Controller:
                     self._answer(admission.refuse(batch, self.files.error()))
                     continue
                 if not self.leading():
-                    self._answer(admission.refuse(batch, _not_leading()))
+                    self._answer(admission.refuse(batch, not_leading()))
                     continue
                 try:
                     committed = await asyncio.to_thread(
@@ -604,7 +516,7 @@ class Controller:
                         len(events),
                         seq=core.head,
                     )
-                    self._answer(admission.refuse(batch, _not_leading()))
+                    self._answer(admission.refuse(batch, not_leading()))
                     continue
                 # nodes first: a GO's way to the nodes is the show's critical path
                 for wire in committed.wire:  # encoded by the commit, each under the byte cap
@@ -679,10 +591,3 @@ class Controller:
             ops = core.tick(now)
             if ops:
                 self._submit_nowait(core.internal(ops))
-
-
-def _not_leading() -> Error:
-    return messages.error(
-        "this controller does not lead now (its lease may have expired): send it to the leader",
-        Rule.NOT_LEADER,
-    )
