@@ -47,10 +47,13 @@ NO_CHANGE: Final[Any] = object()
 
 @dataclass
 class Copy:
-    """What one standby reported: its durable seq and when (monotonic)."""
+    """What one standby reported: its durable seq, when (monotonic), from which proven
+    op-id origin (its process), and whether its connection is gone."""
 
     seq: int
     seen: float
+    inst: str = ""
+    gone: bool = False
 
 
 @dataclass
@@ -116,6 +119,8 @@ class SyncGate(Generic[A]):
                     "copied": c.seq,
                     "lag": max(0, self.head - c.seq),
                     "seen_ago_s": round(max(0.0, mono - c.seen), 3),
+                    "connected": not c.gone,
+                    "counted": self._listed(name),
                 }
                 for name, c in sorted(self.copies.items())
             },
@@ -144,8 +149,11 @@ class SyncGate(Generic[A]):
         if name not in self.copies and len(self.copies) >= MAX_STANDBYS:
             raise ValueError(f"{MAX_STANDBYS} standbys report already; {name} is not counted")
         before = self.copies.get(name)
-        self.copies[name] = Copy(max(seq, before.seq if before else 0), mono)
-        listed = bool(inst) and self.members is not None and self.members.get(name) == inst
+        if before is not None and before.inst == inst:  # the same process: its seq only grows
+            seq = max(seq, before.seq)
+        # another process under that name starts over: a report never counts for another one
+        self.copies[name] = Copy(seq, mono, inst)
+        listed = self._listed(name)
         if (
             listed
             and self.sync is None
@@ -162,7 +170,12 @@ class SyncGate(Generic[A]):
         than `timeout` is given up (the gate is leaving until etcd records it)."""
         if self.sync is not None and not self.leaving:
             copy = self.copies.get(self.sync)
-            silent = copy is None or mono - copy.seen > self.timeout
+            silent = (
+                copy is None
+                or copy.gone
+                or mono - copy.seen > self.timeout
+                or not self._listed(self.sync)
+            )
             waited = bool(self._held) and mono - self._held[0].since > self.timeout
             if silent or waited:
                 self.leaving = True
@@ -174,7 +187,7 @@ class SyncGate(Generic[A]):
         """Standby `name` went away (its connection closed): `tick` gives it up in time."""
         copy = self.copies.get(name)
         if copy is not None:
-            copy.seen = float("-inf")
+            copy.gone = True
 
     def write_started(self, value: str | None) -> None:
         self.writing = value if value is not None else ""
@@ -201,11 +214,21 @@ class SyncGate(Generic[A]):
         self._held.clear()
         return out
 
+    def _listed(self, name: str) -> bool:
+        """Whether `name`'s last report came from the process its candidate published."""
+        copy = self.copies.get(name)
+        return (
+            copy is not None
+            and bool(copy.inst)
+            and self.members is not None
+            and self.members.get(name) == copy.inst
+        )
+
     def _release(self) -> list[A]:
         if self.leaving or self.sync is None:
             return []
         copy = self.copies.get(self.sync)
-        done = copy.seq if copy is not None else 0
+        done = copy.seq if copy is not None and self._listed(self.sync) else 0
         out: list[A] = []
         while self._held and self._held[0].seq <= done:
             out.extend(self._held.popleft().answers)

@@ -63,6 +63,20 @@ def test_a_peer_lying_about_its_origin_never_becomes_synchronous() -> None:
     assert gate.committed(2, [2], 0.2) == [2]
 
 
+def test_a_liar_s_report_never_counts_for_the_real_standby() -> None:
+    """A peer using the standby's name (the real one away a moment) reports the head: nothing
+    is released, and when the real one reports again only its own seq counts."""
+    gate = _gate()
+    gate.copied("x", 0, 0.0, INSTS["x"])
+    gate.write_started("x")
+    gate.written("x", True)
+    assert gate.committed(5, [5], 0.1) == []
+    gate.forget("x")
+    assert gate.copied("x", 5, 0.2, "liar-origin") == []  # the head, from another process
+    assert gate.copied("x", 2, 0.3, INSTS["x"]) == []  # the real one holds 2 only
+    assert gate.copied("x", 5, 0.4, INSTS["x"]) == [5]
+
+
 def test_a_copy_beyond_the_head_is_refused() -> None:
     gate = _gate()
     gate.committed(3, [3], 0.0)
