@@ -80,6 +80,9 @@ class Hello(RequestMessage, tag="hello"):
     secret: str | None = None
     log: str | None = None
     after: Count = 0
+    #: the highest leader epoch this replica followed: the welcome says from which seq what
+    #: it holds may be an old leader's tail (`epoch_start`)
+    epoch: Count = 0
 
     def __post_init__(self) -> None:
         _node(self.node)
@@ -182,9 +185,10 @@ class Welcome(Message, tag="welcome"):
     resync: bool = False
     version: int = 1
     tz: str | None = None
-    #: the controller's epoch (it only goes up: a new leader's is higher), and the first seq
-    #: it appended as leader: events a replica holds from there on, applied under an older
-    #: epoch, are an old leader's tail that was never acknowledged (see `replicas.replica`)
+    #: the controller's epoch (it only goes up: a new leader's is higher), and where the
+    #: first leadership after the hello's epoch began: events a replica holds from there on,
+    #: applied under an older epoch, are an old leader's tail that was never acknowledged
+    #: (see `replicas.replica`; `ControllerCore.fork_point`)
     epoch: Count = 0
     epoch_start: Count = 0
 

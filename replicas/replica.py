@@ -224,7 +224,9 @@ class ReplicaCore:
 
     def hello(self) -> Hello:
         held = self.store.log_id or None
-        return Hello(self.node_id, self.instance, self.secret or None, held, self.applied)
+        return Hello(
+            self.node_id, self.instance, self.secret or None, held, self.applied, self.epoch
+        )
 
     def beat(self) -> Beat:
         return Beat(

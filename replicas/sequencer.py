@@ -21,10 +21,13 @@ Rules it never breaks:
 from __future__ import annotations
 
 import bisect
+import contextlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+import orjson
 
 from eventlog import (
     CONTROLLER,
@@ -124,8 +127,11 @@ class ControllerCore(Membership, CatchUpServer):
         #: (a new leader's is higher), and nodes refuse anything of an older one. By default
         #: the one its log recorded last: a controller restarted on its file keeps it.
         self.epoch = elog.epoch if epoch is None else epoch
+        #: every leadership the log tells, oldest first: (epoch, its first seq)
+        self.leaderships = _leaderships(elog)
         #: the first seq appended under this epoch (0: the log never changed hands)
-        self.epoch_start = 0
+        last = self.leaderships[-1] if self.leaderships else (0, 0)
+        self.epoch_start = last[1] if last[0] == self.epoch else 0
         self.reader = reader or elog
         #: a connection for small indexed lookups on the event loop (never busy with catch-up)
         self.lookup = lookup or self.reader
@@ -318,6 +324,7 @@ class ControllerCore(Membership, CatchUpServer):
             raise ValueError(f"epoch {epoch} is not above this controller's {self.epoch}")
         self.epoch = epoch
         self.epoch_start = self.head + 1
+        self.leaderships.append((epoch, self.epoch_start))
         self.elog.set_epoch(epoch)
         story = {"epoch": epoch, "leader": name, "reason": reason, "from_seq": self.epoch_start}
         op = Operation(OperationType.STATUS, ActionType.UPDATE, CONTROLLER, LEADER, story)
@@ -328,6 +335,20 @@ class ControllerCore(Membership, CatchUpServer):
             subs.append(node_op(NODE_LEFT, standby, reason="promoted"))
         self.nodes.pop(standby, None)
         return self.internal(subs)
+
+    def fork_point(self, epoch: int) -> int:
+        """The first seq a replica that last followed leader `epoch` may hold differently from
+        this log: where the first leadership after that one began (what it applied from there
+        on came from a leader whose tail the next one never had). Told in the welcome; 0 when
+        there is none. A log that starts at a snapshot past that replica's leadership cannot
+        say where: 1 (everything is checked again)."""
+        if epoch >= self.epoch:
+            return self.epoch_start
+        later = [start for e, start in self.leaderships if e > epoch]
+        known = self.elog.base_seq == 0 or any(e <= epoch for e, _ in self.leaderships)
+        if not known:
+            return 1
+        return min(later) if later else self.epoch_start
 
     def internal(self, subs: list[Submission]) -> Prepared:
         """Operations the controller makes itself (liveness, the operator's commands)."""
@@ -443,7 +464,7 @@ class ControllerCore(Membership, CatchUpServer):
             protocol.PROTOCOL_VERSION,
             self.elog.show_tz,
             self.epoch,
-            self.epoch_start,
+            self.fork_point(msg.epoch),
         )
 
     # ---------------------------------------------------------------- liveness
@@ -569,3 +590,18 @@ class ControllerCore(Membership, CatchUpServer):
                 "conflict": info.conflict or None,
             }
         return Status(self.log_id, head, self.digest_at(head) or "", now, nodes, epoch=self.epoch)
+
+
+def _leaderships(elog: EventLog) -> list[tuple[int, int]]:
+    """(epoch, first seq) of each leadership in the log (its ``status leader`` events)."""
+    found: list[tuple[int, int]] = []
+    rows = elog.select(
+        "SELECT seq, data FROM events WHERE type = 'status' AND target = ? AND sender = ? "
+        "ORDER BY seq",
+        (LEADER, CONTROLLER),
+    )
+    for seq, data in rows:
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            story = orjson.loads(data)
+            found.append((int(story["epoch"]), int(seq)))
+    return found

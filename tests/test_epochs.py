@@ -304,3 +304,51 @@ def test_a_leadership_begins_with_its_story_in_the_log_and_its_epoch_in_the_file
     prepared = again.prepare_submit(bad)
     assert prepared.subs == [] and prepared.errors[0] is not None
     assert "controller only" in prepared.errors[0]["error"]
+
+
+def test_an_old_tail_is_cut_where_the_next_leadership_began_however_many_came_after(
+    tmp_path: Path,
+) -> None:
+    """A replica last followed leader epoch 3 and applied its tail; leaders of epochs 8 and
+    then 11 followed (the second one on the same file, after a restart). When the replica
+    joins epoch 11 the welcome says where the first leadership after epoch 3 began, and the
+    replica cuts its file there (keeping a copy), then catches up by tail: no old event is
+    merged into the new history (the review's defect: only the current leadership's start
+    was told, which was past the old tail)."""
+    first = EventLog.open(tmp_path / "one.db")
+    one = ControllerCore(first)
+    one.commit([one.begin_epoch(3, "a", "no controller led")], 1.0)
+    for i in range(3):
+        one.commit([one.internal([op(f"s{i}", i)])], 1.0)
+    first.save_copy(tmp_path / "two.db")
+    store = ReplicaFile(EventLog.open(tmp_path / "n1.db", role="replica"), node_id="n1")
+    replica = ReplicaCore("n1", store)
+    for i in range(5):  # the old leader's tail, which the next one never had
+        one.commit([one.internal([op(f"old{i}", i)])], 1.0)
+    reply = one.hello(across(replica.hello()), 1.0)
+    replica.on_welcome(across(reply))
+    while (ask := replica.next_fetch()) is not None:
+        replica.on_fetch_reply(reply_of(one.fetch(across(ask), 1.0)))
+    assert replica.epoch == 3 and replica.applied == one.head
+    second = EventLog.open(tmp_path / "two.db")
+    two = ControllerCore(second)
+    two.commit([two.begin_epoch(8, "b", "a's lease expired")], 1.0)
+    fork = two.epoch_start
+    for i in range(4):
+        two.commit([two.internal([op(f"new{i}", i)])], 1.0)
+    second.close()
+    again = ControllerCore(EventLog.open(tmp_path / "two.db"))  # b restarts and leads again
+    assert again.leaderships == [(3, 1), (8, fork)]
+    again.commit([again.begin_epoch(11, "b", "it led before and came back")], 1.0)
+    again.commit([again.internal([op("later", 1)])], 1.0)
+    assert again.fork_point(3) == fork and again.fork_point(8) == again.epoch_start
+    reply = again.hello(across(replica.hello()), 1.0)
+    assert isinstance(reply, Welcome) and reply.epoch_start == fork
+    replica.on_welcome(across(reply))
+    assert replica.applied == fork - 1 and store.elog.set_aside is not None
+    while (ask := replica.next_fetch()) is not None:
+        replica.on_fetch_reply(reply_of(again.fetch(across(ask), 1.0)))
+    assert replica.applied == again.head
+    assert digest(replica.state) == digest(again.elog.state)
+    with EventLog.open(store.elog.set_aside, readonly=True) as aside:
+        assert [e.op.target for e in aside.read(fork - 1)] == [f"old{i}" for i in range(5)]
