@@ -27,14 +27,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final
 
-from eventlog import EventLog
+from eventlog import CuelogError, EventLog
 from eventlog.logctx import ComponentLog
 from replicas.admission import SubmitReply
 from replicas.controller import Controller
-from replicas.election import DEFAULT_TTL, Election
+from replicas.election import DEFAULT_TTL, UNREADABLE, Election, NameTaken
 from replicas.showkey import ShowKey
 from replicas.standby import Standby
-from replicas.syncrep import DEFAULT_SYNC_TIMEOUT, SyncGate
+from replicas.syncrep import DEFAULT_SYNC_TIMEOUT, FOREIGN, SyncGate
 
 log = ComponentLog("cuelog.ha")
 
@@ -116,10 +116,23 @@ class Candidate:
 
     async def _until_etcd(self, call: Callable[[], Awaitable[Any]]) -> None:
         said = 0.0
+        taken_since: float | None = None
         while True:
             try:
                 await call()
                 return
+            except NameTaken as exc:
+                # this host's last run may still hold it (killed a moment ago): its lease
+                # expires within a few seconds; a live duplicate does not go away
+                now = time.monotonic()
+                taken_since = now if taken_since is None else taken_since
+                if now - taken_since > 3 * max(self.election.ttl, 2):
+                    raise CuelogError(str(exc)) from None
+                if now - said >= SAY_EVERY:
+                    said = now
+                    log.warning("%s; waiting in case it is this host's last run", exc)
+                await asyncio.sleep(POLL * 5)
+                continue
             except Exception as exc:
                 if time.monotonic() - said >= SAY_EVERY:
                     said = time.monotonic()
@@ -153,9 +166,14 @@ class Candidate:
             while True:
                 now = time.monotonic()
                 try:
+                    if task is not None and task.done() and not task.cancelled():
+                        failed = task.exception()
+                        if failed is not None:  # its file cannot be opened (another process?)
+                            raise failed
                     found = await election.leader_info()
                     if found is None:
-                        epoch = await election.try_lead()
+                        log_id = await asyncio.to_thread(_log_of, self.db)
+                        epoch = await election.try_lead(log_id)
                         if epoch:
                             why = (
                                 f"{last}'s lease expired"
@@ -181,7 +199,18 @@ class Candidate:
                     leader = str(info.get("name"))
                     last = leader
                     address = str(info.get("listen") or "")
-                    if leader == self.name:
+                    odd = UNREADABLE in info or info.get("no_lease") or not address
+                    if odd and now - said_self >= SAY_EVERY:
+                        said_self = now
+                        log.error(
+                            "etcd's leader key %s is not a candidate's record (%s): no takeover "
+                            "until it is gone; if no controller leads, delete it (etcdctl del "
+                            "%s)",
+                            election.key.decode(),
+                            {k: v for k, v in info.items() if k != "name"} or info,
+                            election.key.decode(),
+                        )
+                    elif leader == self.name:
                         if now - said_self >= SAY_EVERY:  # a lease of this host's last life
                             said_self = now
                             log.info("etcd still names %s (a lease of its last run)", leader)
@@ -244,6 +273,8 @@ class Candidate:
                     served = tasks.create_task(self.serve(controller))
                 members = tasks.create_task(self._read_members(gate))
                 await controller.ready.wait()
+                assert controller.core is not None
+                election.log_id = controller.core.log_id
                 self.led.set()
                 await asyncio.wait({keeper, running}, return_when=asyncio.FIRST_COMPLETED)
                 log.error(
@@ -265,12 +296,29 @@ class Candidate:
                 await asyncio.shield(election.resign())
 
     async def _read_members(self, gate: SyncGate[Any]) -> None:
+        """The candidates (and their standbys' origins), and etcd's sync record read back: a
+        record changed behind this leader is written again."""
+        election = self.election
         while True:
             with contextlib.suppress(Exception):
-                self.members = await self.election.members()
+                self.members = await election.members()
                 gate.members = {
                     name: str(info.get("standby") or "") for name, info in self.members.items()
                 }
+                found = await election.sync_record()
+                record = found[0] if found is not None else {}
+                mine = (
+                    record.get("leader") == self.name
+                    and UNREADABLE not in record
+                    and record.get("log") in (None, election.log_id)
+                )
+                if gate.seen_record(record.get("standby") if mine else FOREIGN):
+                    log.error(
+                        "etcd's sync record %s was changed behind this leader (%s): writing "
+                        "it again",
+                        election.sync_key.decode(),
+                        record,
+                    )
             await asyncio.sleep(MEMBERS_EVERY)
 
     def _cluster(self, epoch: int) -> dict[str, Any]:
@@ -294,3 +342,14 @@ def _make_controller_log(db: str) -> None:
     with EventLog.open(db) as elog:
         if elog.role != "controller":
             elog.set_role("controller")
+
+
+def _log_of(db: str) -> str | None:
+    """The log id the file at `db` holds (None: no file, or an empty one)."""
+    if db == ":memory:" or not Path(db).exists():
+        return None
+    try:
+        with EventLog.open(db, readonly=True) as elog:
+            return elog.log_id if elog.head > 0 else None
+    except CuelogError:
+        return None

@@ -53,6 +53,14 @@ class ElectionError(Exception):
     """etcd could not be reached or answered nonsense."""
 
 
+class NameTaken(ElectionError):
+    """Another live candidate registered this name."""
+
+
+#: the key of an etcd record that is not a JSON object (its raw text is the value)
+UNREADABLE: Final = "unreadable"
+
+
 class Election:
     """One candidate for leadership of one cluster (see the module docstring)."""
 
@@ -81,6 +89,8 @@ class Election:
         self.info = {**(info or {}), "name": name}
         #: why the last `try_lead` did not lead (for the log; "" when it led or lost a race)
         self.refused = ""
+        #: the show's log id, once this candidate leads (it goes into the sync record)
+        self.log_id: str | None = None
         self.ttl = ttl
         self.clock = clock
         #: the epoch of this candidate's leadership (0: not leading)
@@ -130,7 +140,10 @@ class Election:
         found = await self._client.get(self.key)
         if found is None:
             return None
-        return _record(found.value), int(found.create_revision)
+        record = _record(found.value)
+        if int(found.lease) == 0:  # put by hand: it would never expire
+            record = {**record, "no_lease": True}
+        return record, int(found.create_revision)
 
     async def sync_record(self) -> tuple[dict[str, Any], int] | None:
         """etcd's record of the last leader and its synchronous standby (``leader``,
@@ -140,22 +153,14 @@ class Election:
             return None
         return _record(found.value), int(found.mod_revision)
 
-    async def try_lead(self) -> int:
+    async def try_lead(self, log_id: str | None = None) -> int:
         """One attempt: the epoch if this candidate now leads, else 0 (`refused` says why
-        when the sync record does not allow it)."""
+        when the sync record does not allow it). `log_id` is the log this candidate's file
+        holds (None: no file yet): it must be the show's log the record names."""
         client = self._client
         record = await self.sync_record()
-        self.refused = ""
-        if record is not None and self.name not in (
-            record[0].get("leader"),
-            record[0].get("standby"),
-        ):
-            who = record[0].get("standby")
-            self.refused = (
-                f"etcd names {record[0].get('leader')} as the last leader and "
-                + (f"{who} as its synchronous standby" if who else "says it ran alone")
-                + f": {self.name} may lack acknowledged ops, so it does not take over"
-            )
+        self.refused = "" if record is None else self._may_not_lead(record[0], log_id)
+        if self.refused:
             return 0
         sent = self.clock()
         lease = await client.lease(self.ttl)
@@ -163,7 +168,8 @@ class Election:
         guard = (
             tx.version(self.sync_key) == 0 if record is None else tx.mod(self.sync_key) == record[1]
         )
-        fresh = {"leader": self.name, "standby": None}
+        show_log = log_id or (record[0].get("log") if record is not None else None)
+        fresh = {"leader": self.name, "standby": None, "log": show_log}
         won, responses = await client.transaction(
             compare=[tx.create(self.key) == 0, guard],
             success=[
@@ -181,6 +187,30 @@ class Election:
         self.valid_until = sent + self.ttl - MARGIN
         log.info("%s leads: epoch %d (lease %d s)", self.name, self.epoch, self.ttl)
         return self.epoch
+
+    def _may_not_lead(self, record: dict[str, Any], log_id: str | None) -> str:
+        """Why the sync `record` does not let this candidate lead ("" when it does)."""
+        if UNREADABLE in record:
+            return (
+                f"etcd's sync record {self.sync_key.decode()} is unreadable "
+                f"({record[UNREADABLE]!r}): no takeover is safe. If no controller leads, "
+                "start the one with the highest head (replay info FILE) with --no-ha, or "
+                f"delete the key (etcdctl del {self.sync_key.decode()}) and start them again"
+            )
+        if self.name not in (record.get("leader"), record.get("standby")):
+            who = record.get("standby")
+            return (
+                f"etcd names {record.get('leader')} as the last leader and "
+                + (f"{who} as its synchronous standby" if who else "says it ran alone")
+                + f": {self.name} may lack acknowledged ops, so it does not take over"
+            )
+        show_log = record.get("log")
+        if show_log and log_id != show_log:
+            return (
+                f"{self.name}'s file holds {'log ' + log_id if log_id else 'no log'}, not the "
+                f"show's log {show_log}: it does not take over (is --db the right file?)"
+            )
+        return ""
 
     async def campaign(self, poll: float | None = None) -> int:
         """Wait until this candidate leads; its epoch."""
@@ -209,6 +239,16 @@ class Election:
                 reply = await self._client.refresh_lease(self._lease.id)
                 if reply is None or int(reply.TTL) <= 0:
                     raise ElectionError("the lease has expired")
+                mine = await self._client.get(self.key)
+                if (
+                    mine is None
+                    or int(mine.create_revision) != self.epoch
+                    or int(mine.lease) != int(self._lease.id)
+                ):
+                    raise ElectionError(
+                        f"etcd's leader key {self.key.decode()} was changed or removed behind "
+                        "this leader"
+                    )
             except ElectionError as exc:
                 log.error("%s lost its lease (epoch %d): %s", self.name, self.epoch, exc)
                 break
@@ -238,7 +278,7 @@ class Election:
         if not self.epoch:
             return False
         tx = self._client.transactions
-        record = {"leader": self.name, "standby": standby}
+        record = {"leader": self.name, "standby": standby, "log": self.log_id}
         won, _ = await self._client.transaction(
             compare=[tx.create(self.key) == self.epoch],
             success=[tx.put(self.sync_key, json.dumps(record).encode())],
@@ -252,11 +292,25 @@ class Election:
         self.info.update(more)
         if self._member_lease is None:
             self._member_lease = await self._client.lease(max(self.ttl, 2))
-        await self._client.put(
-            self.members_prefix + self.name.encode(),
-            json.dumps(self.info).encode(),
-            lease=self._member_lease,
+        key = self.members_prefix + self.name.encode()
+        tx = self._client.transactions
+        value = json.dumps(self.info).encode()
+        lease = self._member_lease
+        # only if no other process holds the name: absent, or under this one's own lease
+        won, _ = await self._client.transaction(
+            compare=[tx.version(key) == 0],
+            success=[tx.put(key, value, lease=lease)],
+            failure=[],
         )
+        if won:
+            return
+        found = await self._client.get(key)
+        if found is not None and int(found.lease) != int(lease.id):
+            raise NameTaken(
+                f"another candidate named {self.name} is registered in etcd "
+                f"({_record(found.value).get('listen')}): give each a unique --name"
+            )
+        await self._client.put(key, value, lease=lease)
 
     async def keep_member(self) -> None:
         """Keep this candidate's registration alive (registering again if it lapsed)."""
@@ -295,13 +349,15 @@ class Election:
 
 
 def _record(value: Any) -> dict[str, Any]:
-    """A JSON object stored in etcd (a bare name, as the first version wrote, is its name)."""
+    """A JSON object stored in etcd; anything else is ``{UNREADABLE: its text}``."""
     raw = bytes(value)
     try:
         found = json.loads(raw)
     except ValueError:
-        return {"name": raw.decode(errors="replace")}
-    return found if isinstance(found, dict) else {"name": str(found)}
+        found = None
+    if isinstance(found, dict):
+        return found
+    return {UNREADABLE: raw[:200].decode(errors="replace")}
 
 
 def _endpoint(text: str) -> tuple[str, int]:

@@ -34,6 +34,8 @@ from typing import Any, Final, Generic, TypeVar
 DEFAULT_SYNC_TIMEOUT: Final = 1.0
 #: how often (seconds) a standby reports its durable seq even when nothing changed
 COPIED_INTERVAL: Final = 0.2
+#: etcd's sync record as read back when it is not this leader's (never a candidate's name)
+FOREIGN: Final = "<foreign record>"
 #: the most standbys whose reports are kept (a peer inventing names cannot grow it further)
 MAX_STANDBYS: Final = 16
 #: node ids of standbys start with this (``standby:NAME``)
@@ -188,6 +190,15 @@ class SyncGate(Generic[A]):
         copy = self.copies.get(name)
         if copy is not None:
             copy.gone = True
+
+    def seen_record(self, value: str | None) -> bool:
+        """What etcd records now, read back (`FOREIGN`: not this leader's record). True if
+        it is not what this gate wrote: it is written again (and nothing is answered alone
+        until it is, should etcd name a standby)."""
+        if self.writing is not None or value == self.recorded:
+            return False
+        self.recorded = value
+        return True
 
     def write_started(self, value: str | None) -> None:
         self.writing = value if value is not None else ""

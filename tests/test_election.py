@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from replicas.election import MARGIN, Election
+from replicas.election import MARGIN, UNREADABLE, Election, NameTaken
 from tests.ha_rig import Etcd
 
 
@@ -96,13 +96,58 @@ def test_only_the_last_leader_or_its_synchronous_standby_may_take_over(etcd: str
             again = await a.try_lead()  # a itself holds everything it acknowledged
             assert again > first
             assert await a.record_sync("ctl-b")
-            assert (await a.sync_record() or ({}, 0))[0] == {"leader": "ctl-a", "standby": "ctl-b"}
+            assert (await a.sync_record() or ({}, 0))[0] == {
+                "leader": "ctl-a",
+                "standby": "ctl-b",
+                "log": None,
+            }
             await a.resign()
             assert await c.try_lead() == 0 and "ctl-b" in c.refused
             third = await b.try_lead()
             assert third > again
             # the new leader starts alone; the old one can no longer write the record
             assert not await a.record_sync("ctl-a")
-            assert (await b.sync_record() or ({}, 0))[0] == {"leader": "ctl-b", "standby": None}
+            assert (await b.sync_record() or ({}, 0))[0] == {
+                "leader": "ctl-b",
+                "standby": None,
+                "log": None,
+            }
+
+    asyncio.run(scenario())
+
+
+def test_a_candidate_with_another_log_a_taken_name_or_an_unreadable_record_never_leads(
+    etcd: str,
+) -> None:
+    """The review's defects: a second process under a taken name, or a candidate whose file
+    holds another log (or none), never leads; an unreadable sync record blocks every takeover
+    and says what to do; a leader whose key was changed behind it stops leading."""
+
+    async def scenario() -> None:
+        async with (
+            Election(etcd, "ctl-a") as a,
+            Election(etcd, "ctl-b") as b,
+            Election(etcd, "ctl-b") as twin,
+        ):
+            await b.register(listen="b")
+            with pytest.raises(NameTaken, match="unique --name"):
+                await twin.register(listen="b2")
+            assert await a.try_lead("log-1") > 0
+            a.log_id = "log-1"
+            assert await a.record_sync("ctl-b")
+            await a.resign()
+            assert await b.try_lead(None) == 0 and "not the show's log log-1" in b.refused
+            assert await b.try_lead("log-2") == 0 and "holds log log-2" in b.refused
+            await a._client.put(b.sync_key, b"\x00not json")
+            assert await b.try_lead("log-1") == 0 and "unreadable" in b.refused
+            assert "etcdctl del" in b.refused
+            await a._client.put(
+                b.sync_key, b'{"leader": "ctl-a", "standby": "ctl-b", "log": "log-1"}'
+            )
+            assert await b.try_lead("log-1") > 0 and b.leading()
+            await a._client.put(b.key, b"garbage")  # by hand, no lease
+            assert not await b.refresh() and not b.leading()
+            found = await a.leader_info()
+            assert found is not None and found[0].get("no_lease") and UNREADABLE in found[0]
 
     asyncio.run(scenario())

@@ -220,6 +220,11 @@ def _run_candidate(args: argparse.Namespace) -> int:
     """``--ha``: stand by or lead as etcd decides, the UI gateway running while leading."""
     key = types.load_key(args, args.listen)
     name = args.name or socket.gethostname()
+    # the file is this candidate's alone: another process holding it is a one-line error now
+    # (a controller's log or a replica of one; anything else is refused the same way)
+    EventLog.open(
+        args.db, owner={"what": f"cuelog candidate {name}", "listen": args.listen}
+    ).close()
     ws = None if args.ws is None else _reachable_ws(args.ws, args.advertise or args.listen)
 
     async def serve(controller: Controller) -> None:
