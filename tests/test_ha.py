@@ -12,6 +12,7 @@ acknowledges after its lease can have expired; it rejoins as a standby, its tail
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import os
 import random
 import signal
@@ -253,8 +254,12 @@ def test_a_leader_cut_off_from_etcd_and_its_standby_stops_acknowledging_within_i
             for proxy in (a_to_etcd, to_a, to_a_events):
                 proxy.cut()
             cut = time.monotonic()
+            cut_at = dt.datetime.now()
             assert rig.wait_leader(other_than="a") == "b"
             wait_for("a to stop", lambda: "a no longer leads (epoch" in rig.log("a"), 10)
+            # it stopped within its lease (2 s), by its own clock: the first line saying so
+            stopped = _logged_at(rig.log("a"), "a no longer leads (epoch", cut_at)
+            assert (stopped - cut_at).total_seconds() <= 2.0 + 0.5, stopped
             acked_at_cut = writer.acked_count()
             for proxy in (a_to_etcd, to_a, to_a_events):
                 proxy.heal()
@@ -269,10 +274,18 @@ def test_a_leader_cut_off_from_etcd_and_its_standby_stops_acknowledging_within_i
         rig.stop_all()
         _check_log(rig, "b", writer)
         _check_aside(tmp_path, rig, "b", writer)
-        # it stopped acknowledging within its lease: nothing it committed after the cut
-        # reached the writer as acknowledged (checked above: all acked ops are b's)
+        # nothing it committed after the cut reached the writer as acknowledged (every
+        # acknowledged op is b's, checked above)
         assert time.monotonic() - cut < 60
     finally:
         rig.stop_all()
         for proxy in (a_to_etcd, to_a, to_a_events):
             proxy.close()
+
+
+def _logged_at(text: str, what: str, day: dt.datetime) -> dt.datetime:
+    """When the first log line containing `what` was written (the lines start HH:MM:SS.mmm,
+    local time, on `day`)."""
+    line = next(line for line in text.splitlines() if what in line)
+    clock = dt.datetime.strptime(line[:12], "%H:%M:%S.%f").time()
+    return dt.datetime.combine(day.date(), clock)
