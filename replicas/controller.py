@@ -198,7 +198,7 @@ class Controller(SyncLeader):
         self.admission = Admission(self.core)
         if self.begin is not None:
             # the leadership's story is its first event, before anything is served
-            first = self.core.begin_epoch(*self.begin)
+            first = self.core.internal(self.core.begin_epoch(*self.begin))
             await asyncio.to_thread(self.core.commit, [first], time.time())
             if self.sync is not None:
                 self.sync.head = self.core.head

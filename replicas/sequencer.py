@@ -21,23 +21,18 @@ Rules it never breaks:
 from __future__ import annotations
 
 import bisect
-import contextlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
-
-import orjson
 
 from eventlog import (
     CONTROLLER,
     LEADER,
     NODE_JOINED,
     NODE_LEFT,
-    ActionType,
     AppendResult,
     EventLog,
-    Operation,
     OperationType,
     Snapshot,
     Submission,
@@ -47,6 +42,7 @@ from eventlog import (
 )
 from eventlog.logctx import ComponentLog
 from replicas import protocol
+from replicas.leadership import Leadership, leaderships_of
 from replicas.membership import (
     DEFAULT_NODE_TIMEOUT,
     MAX_NODES,
@@ -68,7 +64,6 @@ from replicas.messages import (
 )
 from replicas.protocol import ProtocolError, Rule
 from replicas.serving import DEFAULT_TAIL_LIMIT, CatchUpServer
-from replicas.syncrep import STANDBY_PREFIX
 
 log = ComponentLog("cuelog.sequencer")
 
@@ -107,7 +102,7 @@ class Committed:
     wire: list[bytes] = field(default_factory=list)
 
 
-class ControllerCore(Membership, CatchUpServer):
+class ControllerCore(Membership, CatchUpServer, Leadership):
     """The controller's logic over a writable `EventLog` (and an optional reader for history)."""
 
     def __init__(
@@ -128,7 +123,7 @@ class ControllerCore(Membership, CatchUpServer):
         #: the one its log recorded last: a controller restarted on its file keeps it.
         self.epoch = elog.epoch if epoch is None else epoch
         #: every leadership the log tells, oldest first: (epoch, its first seq)
-        self.leaderships = _leaderships(elog)
+        self.leaderships = leaderships_of(elog)
         #: the first seq appended under this epoch (0: the log never changed hands)
         last = self.leaderships[-1] if self.leaderships else (0, 0)
         self.epoch_start = last[1] if last[0] == self.epoch else 0
@@ -314,41 +309,6 @@ class ControllerCore(Membership, CatchUpServer):
 
     def admitted_upto(self, origin: str) -> int:
         return self._origin_hw.get(origin, 0)
-
-    def begin_epoch(self, epoch: int, name: str, reason: str) -> Prepared:
-        """This controller leads from now on, under `epoch` (higher than any before it: the
-        election's). Returns the leadership's first event, to commit before anything else:
-        status ``leader`` with the epoch, who leads and why, so `replay` tells the failover.
-        The epoch goes into the log's meta: a restart on this file keeps it."""
-        if epoch <= self.epoch:
-            raise ValueError(f"epoch {epoch} is not above this controller's {self.epoch}")
-        self.epoch = epoch
-        self.epoch_start = self.head + 1
-        self.leaderships.append((epoch, self.epoch_start))
-        self.elog.set_epoch(epoch)
-        story = {"epoch": epoch, "leader": name, "reason": reason, "from_seq": self.epoch_start}
-        op = Operation(OperationType.STATUS, ActionType.UPDATE, CONTROLLER, LEADER, story)
-        log.warning("%s leads from seq %d: epoch %d (%s)", name, self.epoch_start, epoch, reason)
-        subs = [Submission(op)]
-        standby = f"{STANDBY_PREFIX}{name}"
-        if self.elog.state.nodes.get(standby, {}).get("online"):  # it was this one: it left
-            subs.append(node_op(NODE_LEFT, standby, reason="promoted"))
-        self.nodes.pop(standby, None)
-        return self.internal(subs)
-
-    def fork_point(self, epoch: int) -> int:
-        """The first seq a replica that last followed leader `epoch` may hold differently from
-        this log: where the first leadership after that one began (what it applied from there
-        on came from a leader whose tail the next one never had). Told in the welcome; 0 when
-        there is none. A log that starts at a snapshot past that replica's leadership cannot
-        say where: 1 (everything is checked again)."""
-        if epoch >= self.epoch:
-            return self.epoch_start
-        later = [start for e, start in self.leaderships if e > epoch]
-        known = self.elog.base_seq == 0 or any(e <= epoch for e, _ in self.leaderships)
-        if not known:
-            return 1
-        return min(later) if later else self.epoch_start
 
     def internal(self, subs: list[Submission]) -> Prepared:
         """Operations the controller makes itself (liveness, the operator's commands)."""
@@ -590,18 +550,3 @@ class ControllerCore(Membership, CatchUpServer):
                 "conflict": info.conflict or None,
             }
         return Status(self.log_id, head, self.digest_at(head) or "", now, nodes, epoch=self.epoch)
-
-
-def _leaderships(elog: EventLog) -> list[tuple[int, int]]:
-    """(epoch, first seq) of each leadership in the log (its ``status leader`` events)."""
-    found: list[tuple[int, int]] = []
-    rows = elog.select(
-        "SELECT seq, data FROM events WHERE type = 'status' AND target = ? AND sender = ? "
-        "ORDER BY seq",
-        (LEADER, CONTROLLER),
-    )
-    for seq, data in rows:
-        with contextlib.suppress(ValueError, TypeError, KeyError):
-            story = orjson.loads(data)
-            found.append((int(story["epoch"]), int(seq)))
-    return found

@@ -267,7 +267,7 @@ def test_a_leadership_begins_with_its_story_in_the_log_and_its_epoch_in_the_file
     elog = EventLog.open(tmp_path / "ctl.db")
     core = ControllerCore(elog)
     core.commit([core.internal([op("nextcue", "c1")])], 1.0)
-    first = core.begin_epoch(7, "ctl-b", "ctl-a's lease expired")
+    first = core.internal(core.begin_epoch(7, "ctl-b", "ctl-a's lease expired"))
     committed = core.commit([first], 2.0)
     (event,) = committed.result.events
     assert event.op.target == "leader" and event.seq == core.epoch_start == 2
@@ -317,7 +317,7 @@ def test_an_old_tail_is_cut_where_the_next_leadership_began_however_many_came_af
     was told, which was past the old tail)."""
     first = EventLog.open(tmp_path / "one.db")
     one = ControllerCore(first)
-    one.commit([one.begin_epoch(3, "a", "no controller led")], 1.0)
+    one.commit([one.internal(one.begin_epoch(3, "a", "no controller led"))], 1.0)
     for i in range(3):
         one.commit([one.internal([op(f"s{i}", i)])], 1.0)
     first.save_copy(tmp_path / "two.db")
@@ -332,14 +332,14 @@ def test_an_old_tail_is_cut_where_the_next_leadership_began_however_many_came_af
     assert replica.epoch == 3 and replica.applied == one.head
     second = EventLog.open(tmp_path / "two.db")
     two = ControllerCore(second)
-    two.commit([two.begin_epoch(8, "b", "a's lease expired")], 1.0)
+    two.commit([two.internal(two.begin_epoch(8, "b", "a's lease expired"))], 1.0)
     fork = two.epoch_start
     for i in range(4):
         two.commit([two.internal([op(f"new{i}", i)])], 1.0)
     second.close()
     again = ControllerCore(EventLog.open(tmp_path / "two.db"))  # b restarts and leads again
     assert again.leaderships == [(3, 1), (8, fork)]
-    again.commit([again.begin_epoch(11, "b", "it led before and came back")], 1.0)
+    again.commit([again.internal(again.begin_epoch(11, "b", "it led before and came back"))], 1.0)
     again.commit([again.internal([op("later", 1)])], 1.0)
     assert again.fork_point(3) == fork and again.fork_point(8) == again.epoch_start
     reply = again.hello(across(replica.hello()), 1.0)
