@@ -31,7 +31,7 @@ from eventlog import CuelogError, EventLog
 from eventlog.logctx import ComponentLog
 from replicas.admission import SubmitReply
 from replicas.controller import Controller
-from replicas.election import DEFAULT_TTL, UNREADABLE, Election, NameTaken
+from replicas.election import DEFAULT_TTL, UNREADABLE, Election, NameTaken, stray
 from replicas.showkey import ShowKey
 from replicas.standby import Standby
 from replicas.syncrep import DEFAULT_SYNC_TIMEOUT, FOREIGN, SyncGate
@@ -165,28 +165,31 @@ class Candidate:
         try:
             while True:
                 now = time.monotonic()
+                if task is not None and task.done() and not task.cancelled():
+                    failed = task.exception()
+                    if failed is not None:  # its file cannot be opened (another process?)
+                        raise failed
                 try:
-                    if task is not None and task.done() and not task.cancelled():
-                        failed = task.exception()
-                        if failed is not None:  # its file cannot be opened (another process?)
-                            raise failed
                     found = await election.leader_info()
                     if found is None:
                         log_id = await asyncio.to_thread(_log_of, self.db)
                         epoch = await election.try_lead(log_id)
                         if epoch:
+                            before = election.last_leader or last
                             why = (
-                                f"{last}'s lease expired"
-                                if last and last != self.name
-                                else "no controller led"
-                                if last is None
+                                "no controller led"
+                                if before is None
                                 else "it led before and came back"
+                                if before == self.name
+                                else f"{before}'s lease expired"
                             )
                             return epoch, why
                         if election.refused and now - said_refusal >= SAY_EVERY:
                             said_refusal = now
                             log.error("no takeover: %s", election.refused)
-                except Exception as exc:
+                except (Exception, asyncio.CancelledError) as exc:
+                    if not stray(exc):
+                        raise
                     if now - said_etcd >= SAY_EVERY:
                         said_etcd = now
                         log.warning("%s cannot reach etcd: %s", self.name, exc)
@@ -300,7 +303,7 @@ class Candidate:
         record changed behind this leader is written again."""
         election = self.election
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 self.members = await election.members()
                 gate.members = {
                     name: str(info.get("standby") or "") for name, info in self.members.items()
@@ -319,6 +322,9 @@ class Candidate:
                         election.sync_key.decode(),
                         record,
                     )
+            except (Exception, asyncio.CancelledError) as exc:
+                if not stray(exc):
+                    raise
             await asyncio.sleep(MEMBERS_EVERY)
 
     def _cluster(self, epoch: int) -> dict[str, Any]:

@@ -91,6 +91,8 @@ class Election:
         self.refused = ""
         #: the show's log id, once this candidate leads (it goes into the sync record)
         self.log_id: str | None = None
+        #: who the sync record named as the last leader, at the last `try_lead`
+        self.last_leader: str | None = None
         self.ttl = ttl
         self.clock = clock
         #: the epoch of this candidate's leadership (0: not leading)
@@ -100,6 +102,9 @@ class Election:
         self._client: Any = None
         self._lease: Any = None
         self._member_lease: Any = None
+        #: clients left for another member, closed a while later (`next_endpoint`)
+        self._retired: list[Any] = []
+        self._closing: set[asyncio.Future[None]] = set()
 
     async def __aenter__(self) -> Election:
         await self._connect()
@@ -112,19 +117,32 @@ class Election:
 
     async def next_endpoint(self) -> None:
         """After a failure: talk to etcd's next member (leases and keys are the cluster's,
-        so a leadership carries over)."""
-        await self.close()
+        so a leadership carries over). The old client is closed later, not now: other tasks
+        may have calls on it in flight, and closing its channel would cancel them (a
+        cancellation no ``except Exception`` sees: the review found the registration's
+        keeper dying of it)."""
+        old = self._client
         self._at = (self._at + 1) % len(self.endpoints)
         await self._connect()
+        if old is not None:
+            self._retired.append(old)
+            asyncio.get_running_loop().call_later(2 * self.ttl, self._retire_one)
+
+    def _retire_one(self) -> None:
+        if self._retired:
+            old = self._retired.pop(0)
+            self._closing.add(asyncio.ensure_future(_quietly(old.close())))
+            self._closing = {task for task in self._closing if not task.done()}
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def close(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.close()
-            self._client = None
+        for client in [self._client, *self._retired]:
+            if client is not None:
+                await _quietly(client.close())
+        self._client = None
+        self._retired.clear()
 
     def leading(self) -> bool:
         """Whether this candidate may act as leader now (its lease cannot have expired)."""
@@ -159,6 +177,7 @@ class Election:
         holds (None: no file yet): it must be the show's log the record names."""
         client = self._client
         record = await self.sync_record()
+        self.last_leader = None if record is None else record[0].get("leader")
         self.refused = "" if record is None else self._may_not_lead(record[0], log_id)
         if self.refused:
             return 0
@@ -183,6 +202,7 @@ class Election:
                 await lease.revoke()
             return 0
         self._lease = lease
+        self.log_id = show_log
         self.epoch = int(responses[0].response_put.header.revision)
         self.valid_until = sent + self.ttl - MARGIN
         log.info("%s leads: epoch %d (lease %d s)", self.name, self.epoch, self.ttl)
@@ -252,7 +272,9 @@ class Election:
             except ElectionError as exc:
                 log.error("%s lost its lease (epoch %d): %s", self.name, self.epoch, exc)
                 break
-            except Exception as exc:  # this etcd member is away: try the next one
+            except (Exception, asyncio.CancelledError) as exc:  # this member is away: the next
+                if not stray(exc):
+                    raise
                 log.warning("cannot renew the lease at %s:%d: %s", self.host, self.port, exc)
                 if attempt + 1 < len(self.endpoints):
                     with contextlib.suppress(Exception):
@@ -290,6 +312,10 @@ class Election:
         """Publish this candidate (its addresses, and `more`: its standby's op-id origin)
         under a lease of its own; `keep_member` keeps it alive."""
         self.info.update(more)
+        if self._member_lease is not None:  # it may have run out (a wait, an etcd election)
+            alive = await self._client.refresh_lease(self._member_lease.id)
+            if alive is None or int(alive.TTL) <= 0:
+                self._member_lease = None
         if self._member_lease is None:
             self._member_lease = await self._client.lease(max(self.ttl, 2))
         key = self.members_prefix + self.name.encode()
@@ -306,6 +332,9 @@ class Election:
             return
         found = await self._client.get(key)
         if found is not None and int(found.lease) != int(lease.id):
+            self._member_lease = None  # not kept: it would run out while this one waits
+            with contextlib.suppress(Exception):
+                await lease.revoke()
             raise NameTaken(
                 f"another candidate named {self.name} is registered in etcd "
                 f"({_record(found.value).get('listen')}): give each a unique --name"
@@ -325,7 +354,9 @@ class Election:
                     if reply is None or int(reply.TTL) <= 0:
                         self._member_lease = None
                         await self.register()
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                if not stray(exc):
+                    raise
                 if self.clock() - said >= 5.0:  # said every 5 s at most
                     said = self.clock()
                     log.warning("cannot renew %s's registration in etcd: %s", self.name, exc)
@@ -365,3 +396,18 @@ def _endpoint(text: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise ValueError(f"{text!r} is not an etcd endpoint HOST:PORT")
     return host, int(port)
+
+
+async def _quietly(call: Any) -> None:
+    """Await `call`, whatever it raises (closing a client that already failed)."""
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await call
+
+
+def stray(exc: BaseException) -> bool:
+    """Whether `exc` is an error to handle: any `Exception`, or a cancellation that is not
+    this task's own (an etcd channel closed under a call in flight)."""
+    if not isinstance(exc, asyncio.CancelledError):
+        return isinstance(exc, Exception)
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
