@@ -32,6 +32,7 @@ from eventlog.logctx import ComponentLog
 from replicas.admission import SubmitReply
 from replicas.controller import Controller
 from replicas.election import DEFAULT_TTL, UNREADABLE, Election, NameTaken, stray
+from replicas.leadership import overridden
 from replicas.showkey import ShowKey
 from replicas.standby import Standby
 from replicas.syncrep import DEFAULT_SYNC_TIMEOUT, FOREIGN, SyncGate
@@ -100,6 +101,7 @@ class Candidate:
         try:
             await self._until_etcd(election.__aenter__)
             await self._until_etcd(election.register)
+            await claim_after_override(election, self.db)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(election.keep_member())
                 tasks.create_task(self._turns())
@@ -255,7 +257,7 @@ class Candidate:
         keeper = asyncio.create_task(election.keep())  # from the moment it won
         gate: SyncGate[tuple[int, SubmitReply]] = SyncGate(self.sync_timeout)
         try:
-            await asyncio.to_thread(_make_controller_log, self.db)
+            await asyncio.to_thread(make_controller_log, self.db)
             controller = Controller(
                 self.db,
                 self.listen,
@@ -340,7 +342,7 @@ class Candidate:
         }
 
 
-def _make_controller_log(db: str) -> None:
+def make_controller_log(db: str) -> None:
     """The standby's file becomes the controller's log (the same log id: nodes catch up by
     tail). A missing file is left for the controller to create."""
     if db == ":memory:" or not Path(db).exists():
@@ -357,5 +359,58 @@ def _log_of(db: str) -> str | None:
     try:
         with EventLog.open(db, readonly=True) as elog:
             return elog.log_id if elog.head > 0 else None
+    except CuelogError:
+        return None
+
+
+async def claim_after_override(election: Election, db: str, *, head: int | None = None) -> None:
+    """If the file at `db` was last served with ``--no-ha`` (or `head` says so: it is being
+    served so now), record in etcd that only this candidate may lead next: the other one
+    lacks what was acknowledged meanwhile. Waits for etcd; raises `CuelogError` if another
+    controller already leads there (two logs: the operator must choose)."""
+    found = await asyncio.to_thread(_overridden_of, db) if head is None else None
+    if head is None and found is None:
+        return
+    said = 0.0
+    while True:
+        try:
+            log_id, top = found if found is not None else (election.log_id, head or 0)
+            if await election.claim_override(log_id, top):
+                log.warning(
+                    "recorded in etcd that only %s may lead next: %s holds ops acknowledged "
+                    "under --no-ha (to seq %d)",
+                    election.name,
+                    db,
+                    top,
+                )
+                return
+            lead = await election.leader_info()
+            if lead is not None and lead[0].get("name") != election.name:
+                raise CuelogError(
+                    f"{db} holds ops acknowledged under --no-ha (to seq {top}) that leader "
+                    f"{lead[0].get('name')} may lack: stop it, then start this candidate first "
+                    "(this file is kept as it is)"
+                )
+        except CuelogError:
+            raise
+        except (Exception, asyncio.CancelledError) as exc:
+            if not stray(exc):
+                raise
+            if time.monotonic() - said >= SAY_EVERY:
+                said = time.monotonic()
+                log.warning("cannot record the --no-ha run in etcd yet: %s (still trying)", exc)
+            with contextlib.suppress(Exception):
+                await election.next_endpoint()
+        await asyncio.sleep(POLL * 5)
+
+
+def _overridden_of(db: str) -> tuple[str, int] | None:
+    """``(log id, head)`` of a file last served with ``--no-ha``, else None."""
+    if db == ":memory:" or not Path(db).exists():
+        return None
+    try:
+        with EventLog.open(db, readonly=True) as elog:
+            head = overridden(elog)
+            return None if head is None else (elog.log_id, head)
     except CuelogError:
         return None

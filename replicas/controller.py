@@ -103,6 +103,7 @@ class Controller(SyncLeader):
         epoch: int | None = None,
         check: bool = True,
         begin: tuple[int, str, str] | None = None,
+        override: str | None = None,
         sync: SyncGate[tuple[int, SubmitReply]] | None = None,
         record_sync: Callable[[str | None], Awaitable[bool]] | None = None,
         cluster: Callable[[], dict[str, Any]] | None = None,
@@ -120,6 +121,8 @@ class Controller(SyncLeader):
         #: ``(epoch, name, reason)``: a leadership that begins now; its first event (status
         #: ``leader``) is committed before anything is served
         self.begin = begin
+        #: ``--no-ha``: the name serving without an election (its story goes in the log)
+        self.override = override
         #: with ``--ha``: answers wait for the synchronous standby's copy (`replicas.syncrep`);
         #: `record_sync` writes who that is into etcd, guarded by this leadership (False: the
         #: leadership is lost); `cluster` says who leads and who stands by (for status)
@@ -196,9 +199,13 @@ class Controller(SyncLeader):
             epoch=self.epoch,
         )
         self.admission = Admission(self.core)
-        if self.begin is not None:
+        if self.begin is not None or self.override is not None:
             # the leadership's story is its first event, before anything is served
-            first = self.core.internal(self.core.begin_epoch(*self.begin))
+            first = self.core.internal(
+                self.core.begin_epoch(*self.begin)
+                if self.begin is not None
+                else self.core.override(str(self.override))
+            )
             await asyncio.to_thread(self.core.commit, [first], time.time())
             if self.sync is not None:
                 self.sync.head = self.core.head

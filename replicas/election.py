@@ -293,6 +293,18 @@ class Election:
             if not await self.refresh():
                 return
 
+    async def claim_override(self, log_id: str | None, head: int) -> bool:
+        """This candidate's file holds ops acknowledged under ``--no-ha``: record that only it
+        may lead next, unless a leader is already in etcd (False then)."""
+        tx = self._client.transactions
+        record = {"leader": self.name, "standby": None, "log": log_id, "override_head": head}
+        won, _ = await self._client.transaction(
+            compare=[tx.create(self.key) == 0],
+            success=[tx.put(self.sync_key, json.dumps(record).encode())],
+            failure=[],
+        )
+        return bool(won)
+
     async def record_sync(self, standby: str | None) -> bool:
         """Record `standby` as this leader's synchronous standby (None: it runs alone), in a
         transaction that succeeds only while this candidate's leadership is the one in etcd.

@@ -67,6 +67,25 @@ class Leadership:
         self.nodes.pop(standby, None)
         return subs
 
+    def override(self, name: str) -> list[Submission]:
+        """`name` serves this log without an election (``--no-ha``: etcd lost its majority).
+        Its story goes into the log like a leadership's, under the same epoch, marked
+        ``override``: a candidate started on this file later knows it holds ops acknowledged
+        outside the election (`replicas.candidate`)."""
+        story = {
+            "epoch": self.epoch,
+            "leader": name,
+            "reason": "--no-ha: serving without an election",
+            "from_seq": self.head + 1,
+            "override": True,
+        }
+        log.warning("%s serves without an election from seq %d (--no-ha)", name, self.head + 1)
+        return [
+            Submission(
+                Operation(OperationType.STATUS, ActionType.UPDATE, CONTROLLER, LEADER, story)
+            )
+        ]
+
     def fork_point(self, epoch: int) -> int:
         """The first seq a replica that last followed leader `epoch` may hold differently from
         this log: where the first leadership after that one began (what it applied from there
@@ -93,5 +112,20 @@ def leaderships_of(elog: EventLog) -> list[tuple[int, int]]:
     for seq, data in rows:
         with contextlib.suppress(ValueError, TypeError, KeyError):
             story = orjson.loads(data)
-            found.append((int(story["epoch"]), int(seq)))
+            if not story.get("override"):  # --no-ha: not a leadership of its own
+                found.append((int(story["epoch"]), int(seq)))
     return found
+
+
+def overridden(elog: EventLog) -> int | None:
+    """The head of a log whose last leadership story is a ``--no-ha`` override (it holds ops
+    acknowledged outside the election), else None."""
+    rows = elog.select(
+        "SELECT data FROM events WHERE type = 'status' AND target = ? AND sender = ? "
+        "ORDER BY seq DESC LIMIT 1",
+        (LEADER, CONTROLLER),
+    )
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        if rows and orjson.loads(rows[0][0]).get("override"):
+            return elog.head
+    return None

@@ -289,3 +289,49 @@ def _logged_at(text: str, what: str, day: dt.datetime) -> dt.datetime:
     line = next(line for line in text.splitlines() if what in line)
     clock = dt.datetime.strptime(line[:12], "%H:%M:%S.%f").time()
     return dt.datetime.combine(day.date(), clock)
+
+
+def test_no_ha_override_then_back_to_the_election_loses_nothing(tmp_path: Path, etcd: Etcd) -> None:
+    """etcd goes away: the leader stops acknowledging within its lease. The operator stops
+    both and serves one file with --no-ha (given etcd too): acknowledgements go on. etcd is
+    back: the override is recorded there, so the other candidate, started first with --ha,
+    refuses to lead; the overriding host leads again and nothing acknowledged is lost (the
+    review's defect: the other one led without the ops acknowledged under --no-ha)."""
+    rig = Candidates(tmp_path, etcd.endpoints, ["a", "b"])
+    rig.start("a")
+    assert rig.wait_leader() == "a"
+    rig.start("b")
+    try:
+        with Writer(rig.addresses) as writer:
+            rig.wait_synchronous("a")
+            etcd.kill("e0")
+            wait_for("a to stop leading", lambda: "a no longer leads (epoch" in rig.log("a"), 10)
+            rig.procs["a"].stop()
+            rig.procs["b"].stop()
+            before = writer.acked_count()
+            rig.start("a", "--no-ha")
+            wait_for("acks under --no-ha", lambda: writer.acked_count() > before + 50, 20)
+            etcd.start("e0")
+            wait_for(
+                "the override recorded in etcd",
+                lambda: "recorded in etcd that only a may lead next" in rig.log("a"),
+                30,
+            )
+            writer.pause()
+            acked_under_override = set(writer.acked)
+            rig.procs["a"].stop()
+            rig.start("b")
+            wait_for(
+                "b's refusal",
+                lambda: "no takeover: etcd names a as the last leader" in rig.log("b"),
+                15,
+            )
+            assert rig.leader() is None
+            rig.start("a")
+            assert rig.wait_leader() == "a"
+            rig.wait_synchronous("a", timeout=30)
+        rig.stop_all()
+        _check_log(rig, "a", writer)
+        assert acked_under_override <= set(markers(rig.db("b")))  # the standby has them too
+    finally:
+        rig.stop_all()

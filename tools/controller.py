@@ -13,8 +13,8 @@ from eventlog.logctx import ComponentLog
 from gateway.server import DEFAULT_WS, Gateway, raise_open_files
 from gateway.session import Policy
 from replicas import DEFAULT_LISTEN, Controller
-from replicas.candidate import Candidate
-from replicas.election import DEFAULT_TTL
+from replicas.candidate import Candidate, claim_after_override, make_controller_log
+from replicas.election import DEFAULT_TTL, Election
 from replicas.membership import DEFAULT_NODE_TIMEOUT
 from replicas.serving import DEFAULT_TAIL_LIMIT
 from replicas.syncrep import DEFAULT_SYNC_TIMEOUT
@@ -152,8 +152,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     ha.add_argument(
         "--no-ha",
         action="store_true",
-        help="etcd lost quorum and the show must go on: serve as the only controller on this "
-        "file, without an election (logged as a warning; stop the other candidate first)",
+        help="etcd lost its majority and the show must go on: serve as the only controller on "
+        "this file, without an election (logged, and written in the log; stop the other "
+        "candidate first). With --ha ETCD too, it records in etcd as soon as etcd answers "
+        "that only this host may lead next",
     )
     parser.set_defaults(func=run, node_name="controller")
     return parser
@@ -161,17 +163,21 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     raise_open_files()
-    if args.ha and args.no_ha:
-        raise CuelogError("--ha and --no-ha contradict each other: give one")
-    if args.ha:
+    if args.ha and not args.no_ha:
         return _run_candidate(args)
+    name = args.name or socket.gethostname()
     if args.no_ha:
         log.warning(
-            "--no-ha: serving %s as the only controller, without an election; make sure no "
-            "other candidate runs (stop it first), and start with --ha again once etcd has "
-            "quorum",
+            "--no-ha: %s serves %s as the only controller, without an election; make sure no "
+            "other candidate runs (stop it first). %s",
+            name,
             args.db,
+            "It records in etcd, as soon as etcd answers, that only it may lead next."
+            if args.ha
+            else "Start this host first when you go back to --ha: its file holds what is "
+            "acknowledged now (give --ha ETCD too and it records that in etcd itself).",
         )
+        make_controller_log(args.db)  # a standby's file serves as it is (same log)
     # open once here so a bad file (or one in use by another writer, or a node's replica) is
     # a one-line error before any socket is bound; the controller checks every page of it
     # when it opens it for good
@@ -190,30 +196,47 @@ def run(args: argparse.Namespace) -> int:
         snapshot_every=args.snapshot_every,
         tail_limit=args.tail_limit,
         synchronous=args.synchronous,
+        override=name if args.no_ha else None,
     )
-    if args.ws is None:
-        return types.run_until_signal(controller.run, controller.stop)
-    host, port = args.ws
-    gateway = Gateway(
-        controller,
-        host,
-        port,
-        policy=Policy(allow=args.allow, passcode=args.passcode, private=args.private),
-    )
+    gateway = None
+    if args.ws is not None:
+        host, port = args.ws
+        gateway = Gateway(
+            controller,
+            host,
+            port,
+            policy=Policy(allow=args.allow, passcode=args.passcode, private=args.private),
+        )
 
     async def both() -> None:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(controller.run())
-                tasks.create_task(gateway.run())
+                if gateway is not None:
+                    tasks.create_task(gateway.run())
+                if args.no_ha and args.ha:
+                    tasks.create_task(_record_override(args, name, controller))
         except BaseExceptionGroup as group:  # one clear error, not a group's traceback
             raise _first(group) from None
 
     def stop() -> None:
-        gateway.stop()
+        if gateway is not None:
+            gateway.stop()
         controller.stop()
 
     return types.run_until_signal(both, stop)
+
+
+async def _record_override(args: argparse.Namespace, name: str, controller: Controller) -> None:
+    """``--no-ha --ha ETCD``: once etcd answers, record that only this host may lead next."""
+    await controller.ready.wait()
+    assert controller.core is not None
+    try:
+        async with Election(args.ha, name, cluster=args.cluster) as election:
+            election.log_id = controller.core.log_id
+            await claim_after_override(election, args.db, head=controller.core.head)
+    except CuelogError as exc:  # another controller leads in etcd: said, this one serves on
+        log.error("%s", exc)
 
 
 def _run_candidate(args: argparse.Namespace) -> int:
