@@ -54,6 +54,10 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         ["controller", "--db", "x.db", "--allow", "10.0.0.0/33"],
         ["controller", "--db", "x.db", "--allow", ","],
         ["demo", "--ws", "nowhere"],
+        ["controller", "--db", "x.db", "--ha", "127.0.0.1:2379", "--name", "has space"],
+        ["controller", "--db", "x.db", "--ha", "127.0.0.1:2379", "--advertise", "http://x"],
+        ["controller", "--db", "x.db", "--ha-ttl", "0"],
+        ["node", "--id", "a", "--controller", "tcp://127.0.0.1:7,http://nope"],
         ["frobnicate"],
     ],
 )
@@ -95,6 +99,22 @@ def test_a_bad_log_file_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert len(lines) == 1 and "not a SQLite database" in lines[0] and str(bad) in lines[0]
     result = run("replay", "info", str(bad))
     assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
+def test_a_candidate_on_a_file_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """Two hot-standby candidates given one --db: the second is refused at start, before
+    etcd is even asked (the review found it standing by on a file it could not open)."""
+    from eventlog import EventLog
+
+    db = tmp_path / "shared.db"
+    with EventLog.open(db, role="controller"):
+        result = run(
+            "controller", "--ha", "127.0.0.1:9", "--name", "c", "--db", str(db),
+            "--listen", f"ipc://{tmp_path}/c.ipc", "--ws", "off",
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "in use" in lines[0] and str(db) in lines[0]
 
 
 def test_status_of_a_missing_controller_says_what_to_do(tmp_path: Path) -> None:
