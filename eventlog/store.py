@@ -370,7 +370,15 @@ class EventLog(LogWrites):
                 aside = free_name(
                     f"{self.path}.log-{self.log_id}.upto-{self._head}.{stamp(self._clock())}"
                 )
-                self.save_copy(aside)
+                # copied under a name that says it is partial, renamed once whole: a crash in
+                # the middle leaves a ``.part`` file, never a half copy under the real name
+                part = f"{aside}.part"
+                remove(part)
+                self.save_copy(part)
+                try:
+                    os.replace(part, aside)
+                except OSError as exc:
+                    raise LogFileError(aside, f"cannot be written: {exc.strerror}") from None
             old_head = self._head
             try:
                 with self._writing():

@@ -892,3 +892,25 @@ def test_reader_sees_a_consistent_prefix_and_never_blocks_the_writer(log_path: P
     assert seen[-1][0] == 305
     reader.close()
     writer.close()
+
+
+def test_rewind_cuts_an_old_tail_and_keeps_a_whole_copy_first(log_path: Path) -> None:
+    """`rewind` (an old leader's tail): the whole file is copied, under a name that says what
+    it holds, then the events after the seq are cut and the state is the state at that seq;
+    the file goes on from there, keeping its history."""
+    with EventLog.open(log_path, snapshot_every=5) as elog:
+        for n in range(1, 13):
+            elog.append(show_op(n))
+        at_eight = digest(elog.state_at(8))
+        assert elog.rewind(8)
+        assert elog.head == 8 and digest(elog.state) == at_eight
+        aside = elog.set_aside
+        assert aside is not None and ".upto-12." in aside
+        assert not list(log_path.parent.glob("*.part"))
+        with EventLog.open(aside, readonly=True) as copy:
+            assert copy.head == 12
+        seq = elog.append(show_op(9))  # the file goes on by tail, history kept
+        assert seq == 9 and elog.read(0)[0].seq == 1
+        assert elog.rewind(9)  # nothing after it: nothing to do
+    with EventLog.open(log_path) as again:  # what was cut stays cut after a reopen
+        assert again.head == 9 and fold(again.read(0)).seq == 9
