@@ -81,6 +81,9 @@ class NodeReplica:
     (a command that arrives while it catches up is held) fires after it has returned.
     """
 
+    #: how the replica catches up (`ReplicaCore.fetch_mode`)
+    fetch_mode = "auto"
+
     def __init__(
         self,
         node_id: str,
@@ -97,11 +100,7 @@ class NodeReplica:
         submit_depth: int = SUBMIT_DEPTH,
         key: ShowKey | None = None,
     ) -> None:
-        addresses = [a.strip() for a in controller.split(",") if a.strip()]
-        if not addresses:
-            raise ValueError("give at least one controller address")
-        for address in addresses:
-            protocol.check_address(address)
+        addresses = protocol.check_addresses(controller)
         self.submit_depth = max(1, submit_depth)
         self.node_id = check_node_id(node_id)  # one rule for ids: raises ValidationError
         self.log = log.for_node(self.node_id)
@@ -225,11 +224,11 @@ class NodeReplica:
             secret=self._secret,
         )
         self.core.on_applied = self.on_applied
+        self.core.fetch_mode = self.fetch_mode
         self._start_session(resumed=store.head > 0)
         events_addr = ",".join(protocol.events_address(a) for a in self.controllers)
-        # with a hot standby the next leader listens about 2 s after the last one died: redial
-        # every 250 ms so the node is back within a quarter second of it (one controller: the
-        # usual backoff to 2 s)
+        # several (a hot standby): redial every 250 ms, back within a quarter second of a new
+        # leader; one controller: the usual backoff to 2 s
         self._redial_max = 250 if len(self.controllers) > 1 else 2000
         tls = {} if self.key is None else {"tls_config": self.key.client()}
         req = pynng.Req0(

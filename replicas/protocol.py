@@ -196,6 +196,15 @@ def check_address(address: str) -> str:
     return address
 
 
+def check_addresses(text: str) -> list[str]:
+    """Comma-separated controller addresses (every candidate's, with a hot standby): the
+    list, or ValueError saying what is wrong."""
+    addresses = [check_address(part.strip()) for part in text.split(",") if part.strip()]
+    if not addresses:
+        raise ValueError("give at least one controller address")
+    return addresses
+
+
 def clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     """`text`, cut to `limit` characters (an error may quote a huge input)."""
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"

@@ -167,6 +167,9 @@ class ReplicaCore:
         self.store = store
         self.max_pending = max_pending
         self.fetch_limit = fetch_limit
+        #: ``auto``: far behind, the newest snapshot then the tail; ``tail``: always the tail
+        #: (a standby: its file must hold the whole history, for `replay` after a takeover)
+        self.fetch_mode = "auto"
         self.max_command_age = max_command_age
         #: the log id the controller announced (None until welcomed)
         self.controller_log: str | None = None
@@ -257,7 +260,11 @@ class ReplicaCore:
             return None
         self.fetching = True
         return Fetch(
-            self.node_id, self.controller_log, applied, limit=min(self.fetch_limit, end - applied)
+            self.node_id,
+            self.controller_log,
+            applied,
+            limit=min(self.fetch_limit, end - applied),
+            mode=self.fetch_mode,
         )
 
     # ---------------------------------------------------------------- inputs

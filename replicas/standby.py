@@ -37,6 +37,9 @@ from replicas.syncrep import COPIED_INTERVAL, STANDBY_PREFIX
 class Standby(NodeReplica):
     """Follow the leader at `controller` into the file `db`, reporting what it holds."""
 
+    #: always the tail, never a snapshot: a promoted standby's log keeps the whole history
+    fetch_mode = "tail"
+
     def __init__(
         self, name: str, controller: str, db: str | Path, *, key: ShowKey | None = None
     ) -> None:

@@ -352,3 +352,24 @@ def test_an_old_tail_is_cut_where_the_next_leadership_began_however_many_came_af
     assert digest(replica.state) == digest(again.elog.state)
     with EventLog.open(store.elog.set_aside, readonly=True) as aside:
         assert [e.op.target for e in aside.read(fork - 1)] == [f"old{i}" for i in range(5)]
+
+
+def test_a_standby_catches_up_by_tail_however_far_behind(tmp_path: Path) -> None:
+    """A standby asks for the tail, never a snapshot: once promoted, its log must hold the
+    whole history (for `replay`). A node far behind gets the snapshot, as before."""
+    elog = EventLog.open(tmp_path / "ctl.db", snapshot_every=10)
+    core = ControllerCore(elog, tail_limit=20)
+    for i in range(60):
+        core.commit([core.internal([op(f"t{i}", i)])], 1.0)
+    for fetch_mode, base in (("tail", 0), ("auto", 60)):
+        name = f"{fetch_mode}.db"
+        store = ReplicaFile(EventLog.open(tmp_path / name, role="replica"), node_id="n1")
+        replica = ReplicaCore("standby:b" if fetch_mode == "tail" else "n1", store)
+        replica.fetch_mode = fetch_mode
+        replica.on_welcome(across(core.hello(across(replica.hello()), 1.0)))
+        while (ask := replica.next_fetch()) is not None:
+            replica.on_fetch_reply(reply_of(core.fetch(across(ask), 1.0)))
+        assert replica.applied == core.head
+        assert digest(replica.state) == digest(elog.state)
+        assert store.elog.base_seq == base, fetch_mode
+        store.elog.close()

@@ -32,10 +32,10 @@ def address(text: str) -> str:
 
 def addresses(text: str) -> str:
     """One or more NNG addresses, comma-separated (with ``--ha``, every controller's)."""
-    parts = [part.strip() for part in text.split(",") if part.strip()]
-    if not parts:
-        raise argparse.ArgumentTypeError("give at least one address")
-    return ",".join(address(part) for part in parts)
+    try:
+        return ",".join(protocol.check_addresses(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def candidate_name(text: str) -> str:
