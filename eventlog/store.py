@@ -35,6 +35,7 @@ its own commits would cost time and control. Clocks and log ids can be injected 
 
 from __future__ import annotations
 
+import glob
 import os
 import sqlite3
 import time
@@ -373,7 +374,8 @@ class EventLog(LogWrites):
                 # copied under a name that says it is partial, renamed once whole: a crash in
                 # the middle leaves a ``.part`` file, never a half copy under the real name
                 part = f"{aside}.part"
-                remove(part)
+                for stale in glob.glob(f"{glob.escape(self.path)}.log-*.part*"):
+                    remove(stale)  # a copy a kill cut short before (partial by its name)
                 self.save_copy(part)
                 try:
                     os.replace(part, aside)

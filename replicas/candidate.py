@@ -171,6 +171,7 @@ class Candidate:
                     failed = task.exception()
                     if failed is not None:  # its file cannot be opened (another process?)
                         raise failed
+                    task, following = None, ""  # it ended by itself: started again below
                 try:
                     found = await election.leader_info()
                     if found is None:
@@ -363,7 +364,9 @@ def _log_of(db: str) -> str | None:
         return None
 
 
-async def claim_after_override(election: Election, db: str, *, head: int | None = None) -> None:
+async def claim_after_override(
+    election: Election, db: str, *, head: Callable[[], int] | None = None
+) -> None:
     """If the file at `db` was last served with ``--no-ha`` (or `head` says so: it is being
     served so now), record in etcd that only this candidate may lead next: the other one
     lacks what was acknowledged meanwhile. Waits for etcd; raises `CuelogError` if another
@@ -374,7 +377,7 @@ async def claim_after_override(election: Election, db: str, *, head: int | None 
     said = 0.0
     while True:
         try:
-            log_id, top = found if found is not None else (election.log_id, head or 0)
+            log_id, top = found if found is not None else (election.log_id, head() if head else 0)
             if await election.claim_override(log_id, top):
                 log.warning(
                     "recorded in etcd that only %s may lead next: %s holds ops acknowledged "

@@ -324,16 +324,8 @@ class ReplicaCore:
                 self.pending.clear()
             self.live_from = head
             self.high_water = 0
-        elif head < self.applied:
-            changed = True
-            self._full_resync(
-                log_id,
-                f"this replica is at seq {self.applied} but the controller's head is "
-                f"{head}: the controller lost events; starting over from its log",
-            )
-            self.live_from = head
-            self.high_water = head
         elif msg.epoch > self.epoch and 0 < msg.epoch_start <= self.applied:
+            # (before the head check: an old tail past the new head is not a lost log)
             # what it applied from epoch_start on came from an older leader: a tail that was
             # never acknowledged (or the new leader would hold it). Set aside, never merged:
             # a file cuts it (keeping a copy of the whole) and goes on by tail; else a resync
@@ -351,6 +343,15 @@ class ReplicaCore:
                 self._full_resync(log_id, why)
                 self.live_from = head
                 self.high_water = head
+        elif head < self.applied:
+            changed = True
+            self._full_resync(
+                log_id,
+                f"this replica is at seq {self.applied} but the controller's head is "
+                f"{head}: the controller lost events; starting over from its log",
+            )
+            self.live_from = head
+            self.high_water = head
         if msg.epoch > self.epoch:
             # events buffered ahead of a hole came from the old leader: never applied now
             self.pending.clear()

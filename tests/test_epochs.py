@@ -145,11 +145,15 @@ def test_an_old_leaders_tail_is_set_aside_and_the_replica_follows_the_new_one(
     one.catch_up(replica)
     assert replica.applied == 3 + 5
     two.welcome(replica)
+    # the new leader's head (5) is below what the replica applied (8): still a cut at the
+    # fork, keeping the history, not a resync from nothing (the third review's defect)
+    assert replica.applied == 3
     two.catch_up(replica)
     assert digest(replica.state) == digest(two.core.elog.state)
     assert replica.resyncs == 1 and store.elog.set_aside is not None
     with EventLog.open(store.elog.set_aside, readonly=True) as aside:
         assert aside.head == 3 + 5  # the old tail, kept
+    assert store.elog.base_seq == 0 and [e.seq for e in store.elog.read(0, 3)] == [1, 2, 3]
     store.elog.close()
     # the epoch is in the file: after a restart the old leader is still refused
     again = ReplicaCore("n1", ReplicaFile(EventLog.open(tmp_path / "n1.db"), node_id="n1"))

@@ -337,3 +337,25 @@ def test_no_ha_override_then_back_to_the_election_loses_nothing(tmp_path: Path, 
         assert acked_under_override <= set(markers(rig.db("b")))  # the standby has them too
     finally:
         rig.stop_all()
+
+
+def test_a_no_ha_controller_stops_when_another_leads_under_the_election(
+    tmp_path: Path, etcd: Etcd
+) -> None:
+    """The operator's mistake (the third review): --no-ha on one host while the other leads
+    under a live etcd. Once it reaches etcd it stops, saying why: two controllers never serve
+    two branches of one log."""
+    rig = Candidates(tmp_path, etcd.endpoints, ["a", "b"])
+    rig.start("a")
+    assert rig.wait_leader() == "a"
+    rig.start("b")
+    try:
+        rig.wait_synchronous("a")
+        rig.procs["a"].stop()
+        assert rig.wait_leader(other_than="a") == "b"
+        proc = rig.start("a", "--no-ha")
+        assert proc.proc.wait(30) == 1
+        assert "this --no-ha controller stops now" in rig.log("a")
+        assert rig.wait_leader() == "b"
+    finally:
+        rig.stop_all()

@@ -231,12 +231,17 @@ async def _record_override(args: argparse.Namespace, name: str, controller: Cont
     """``--no-ha --ha ETCD``: once etcd answers, record that only this host may lead next."""
     await controller.ready.wait()
     assert controller.core is not None
-    try:
-        async with Election(args.ha, name, cluster=args.cluster) as election:
-            election.log_id = controller.core.log_id
-            await claim_after_override(election, args.db, head=controller.core.head)
-    except CuelogError as exc:  # another controller leads in etcd: said, this one serves on
-        log.error("%s", exc)
+    core = controller.core
+    async with Election(args.ha, name, cluster=args.cluster) as election:
+        election.log_id = core.log_id
+        try:
+            await claim_after_override(election, args.db, head=lambda: core.head)
+        except CuelogError as exc:  # another controller leads in etcd: two must never serve
+            raise CuelogError(
+                f"{exc}. Another controller leads under the election: this --no-ha "
+                "controller stops now (two controllers must never serve the show); its file "
+                "is kept as it is"
+            ) from None
 
 
 def _run_candidate(args: argparse.Namespace) -> int:
