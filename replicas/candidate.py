@@ -389,9 +389,14 @@ async def claim_after_override(
                 return
             lead = await election.leader_info()
             if lead is not None and lead[0].get("name") != election.name:
+                other = lead[0].get("name")
                 raise CuelogError(
-                    f"{db} holds ops acknowledged under --no-ha (to seq {top}) that leader "
-                    f"{lead[0].get('name')} may lack: stop it, then start this candidate first "
+                    f"{election.name} serves {db} with --no-ha, but {other} leads under the "
+                    "election now that etcd answers: this controller stops (two must never "
+                    f"serve the show); its file is kept as it is, to seq {top}"
+                    if head is not None
+                    else f"{db} holds ops acknowledged under --no-ha (to seq {top}) that "
+                    f"leader {other} may lack: stop {other}, then start this candidate first "
                     "(this file is kept as it is)"
                 )
         except CuelogError:

@@ -234,14 +234,8 @@ async def _record_override(args: argparse.Namespace, name: str, controller: Cont
     core = controller.core
     async with Election(args.ha, name, cluster=args.cluster) as election:
         election.log_id = core.log_id
-        try:
-            await claim_after_override(election, args.db, head=lambda: core.head)
-        except CuelogError as exc:  # another controller leads in etcd: two must never serve
-            raise CuelogError(
-                f"{exc}. Another controller leads under the election: this --no-ha "
-                "controller stops now (two controllers must never serve the show); its file "
-                "is kept as it is"
-            ) from None
+        # raises (and so stops this controller) if another leads under the election
+        await claim_after_override(election, args.db, head=lambda: core.head)
 
 
 def _run_candidate(args: argparse.Namespace) -> int:
