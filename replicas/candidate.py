@@ -164,6 +164,8 @@ class Candidate:
         following = ""
         said_refusal = said_etcd = said_self = 0.0
         last: str | None = None
+        #: the log id this candidate's file holds, read again only while a standby writes it
+        file_log: tuple[str | None] | None = None
         try:
             while True:
                 now = time.monotonic()
@@ -175,8 +177,9 @@ class Candidate:
                 try:
                     found = await election.leader_info()
                     if found is None:
-                        log_id = await asyncio.to_thread(_log_of, self.db)
-                        epoch = await election.try_lead(log_id)
+                        if task is not None or file_log is None:  # a standby may change it
+                            file_log = (await asyncio.to_thread(_log_of, self.db),)
+                        epoch = await election.try_lead(file_log[0])
                         if epoch:
                             before = election.last_leader or last
                             why = (
@@ -258,14 +261,14 @@ class Candidate:
         keeper = asyncio.create_task(election.keep())  # from the moment it won
         gate: SyncGate[tuple[int, SubmitReply]] = SyncGate(self.sync_timeout)
         try:
-            await asyncio.to_thread(make_controller_log, self.db)
             controller = Controller(
                 self.db,
                 self.listen,
                 key=self.key,
                 leading=election.leading,
                 check=False,  # this process wrote the file as the standby until now
-                begin=(epoch, self.name, why),
+                adopt=True,  # the standby's file is the controller's log from now on
+                begin=lambda core: core.begin_epoch(epoch, self.name, why),
                 sync=gate,
                 record_sync=election.record_sync,
                 cluster=lambda: self._cluster(epoch),
@@ -341,16 +344,6 @@ class Candidate:
                 for name, info in sorted(self.members.items())
             },
         }
-
-
-def make_controller_log(db: str) -> None:
-    """The standby's file becomes the controller's log (the same log id: nodes catch up by
-    tail). A missing file is left for the controller to create."""
-    if db == ":memory:" or not Path(db).exists():
-        return
-    with EventLog.open(db) as elog:
-        if elog.role != "controller":
-            elog.set_role("controller")
 
 
 def _log_of(db: str) -> str | None:

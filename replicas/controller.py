@@ -102,8 +102,8 @@ class Controller(SyncLeader):
         leading: Callable[[], bool] | None = None,
         epoch: int | None = None,
         check: bool = True,
-        begin: tuple[int, str, str] | None = None,
-        override: str | None = None,
+        adopt: bool = False,
+        begin: Callable[[ControllerCore], list[Submission]] | None = None,
         sync: SyncGate[tuple[int, SubmitReply]] | None = None,
         record_sync: Callable[[str | None], Awaitable[bool]] | None = None,
         cluster: Callable[[], dict[str, Any]] | None = None,
@@ -118,11 +118,12 @@ class Controller(SyncLeader):
         #: check every page of the file before serving it (a standby being promoted skips
         #: it: it wrote the file itself until a moment ago, and the show waits for it)
         self.check = check
-        #: ``(epoch, name, reason)``: a leadership that begins now; its first event (status
-        #: ``leader``) is committed before anything is served
+        #: serve a standby's file (a replica of this log) as the controller's log: a promoted
+        #: standby, or ``--no-ha`` on the standby's file; it is marked the controller's
+        self.adopt = adopt
+        #: the story a leadership starts with (`ControllerCore.begin_epoch`, or `override`
+        #: for ``--no-ha``), committed before anything is served
         self.begin = begin
-        #: ``--no-ha``: the name serving without an election (its story goes in the log)
-        self.override = override
         #: with ``--ha``: answers wait for the synchronous standby's copy (`replicas.syncrep`);
         #: `record_sync` writes who that is into etcd, guarded by this leadership (False: the
         #: leadership is lost); `cluster` says who leads and who stands by (for status)
@@ -174,10 +175,12 @@ class Controller(SyncLeader):
             self.db,
             snapshot_every=self.snapshot_every,
             synchronous=self.synchronous,
-            role="controller",
+            role=None if self.adopt else "controller",
             owner={"what": "cuelog controller", "listen": self.listen},
             check=self.check,
         )
+        if self.adopt and elog.role != "controller":
+            await asyncio.to_thread(elog.set_role, "controller")
         reader = lookup = elog
         try:
             if self.db != ":memory:":
@@ -199,13 +202,8 @@ class Controller(SyncLeader):
             epoch=self.epoch,
         )
         self.admission = Admission(self.core)
-        if self.begin is not None or self.override is not None:
-            # the leadership's story is its first event, before anything is served
-            first = self.core.internal(
-                self.core.begin_epoch(*self.begin)
-                if self.begin is not None
-                else self.core.override(str(self.override))
-            )
+        if self.begin is not None:
+            first = self.core.internal(self.begin(self.core))
             await asyncio.to_thread(self.core.commit, [first], time.time())
             if self.sync is not None:
                 self.sync.head = self.core.head

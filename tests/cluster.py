@@ -7,30 +7,18 @@ bare sleep, and a missed deadline fails with what was being waited for.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from replicas import Controller, NodeCommunications
 from replicas.client import ControllerClient, ControllerUnreachable
-
-_tick = threading.Event()
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll `check` until it is true; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        _tick.wait(0.01)
+from tools.bench.ha_cluster import Proc as Proc  # shared with the benchmarks
+from tools.bench.ha_cluster import wait_for as wait_for
 
 
 def ipc_address(folder: Path, name: str = "ctl") -> str:
@@ -101,49 +89,6 @@ def converged(address: str, ids: list[str]) -> bool:
         and st["nodes"][n]["digest_match"] is True
         for n in ids
     )
-
-
-class Proc:
-    """A `cuelog` subcommand in its own process, logging to a file."""
-
-    def __init__(
-        self,
-        folder: Path,
-        name: str,
-        args: list[str],
-        preexec_fn: Callable[[], None] | None = None,
-    ) -> None:
-        self.name = name
-        self.logfile = folder / f"{name}.log"
-        with open(self.logfile, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tools.cli", *args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                preexec_fn=preexec_fn,
-            )
-
-    def log_text(self) -> str:
-        return self.logfile.read_text(errors="replace")
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode if self.proc.returncode is not None else -1
 
 
 @contextmanager

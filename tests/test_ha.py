@@ -48,6 +48,19 @@ def _converged(rig: Candidates, leader: str, nodes: list[str]) -> bool:
     return True
 
 
+def _a_leads_b_stands_by(tmp_path: Path, etcd: Etcd) -> Candidates:
+    """Candidates a and b on `etcd`: a started first, so it leads; b started as its standby."""
+    rig = Candidates(tmp_path, etcd.endpoints, ["a", "b"])
+    try:
+        rig.start("a")
+        assert rig.wait_leader() == "a"
+        rig.start("b")
+    except BaseException:
+        rig.stop_all()
+        raise
+    return rig
+
+
 def _check_aside(folder: Path, rig: Candidates, leader: str, writer: Writer) -> list[Path]:
     """Every file set aside holds only ops the leader has, or ones never acknowledged; and
     `replay` reads it. Returns the files."""
@@ -158,10 +171,7 @@ def test_no_takeover_by_a_standby_that_may_lack_acknowledged_ops(
     """The standby goes away; the leader records in etcd that it runs alone and goes on
     acknowledging. Then the leader dies: the standby, back, refuses to take over (and says
     so); the old leader, back, leads again, and nothing acknowledged is lost."""
-    rig = Candidates(tmp_path, etcd.endpoints, ["a", "b"])
-    rig.start("a")
-    assert rig.wait_leader() == "a"
-    rig.start("b")
+    rig = _a_leads_b_stands_by(tmp_path, etcd)
     try:
         with Writer(rig.addresses) as writer:
             rig.wait_synchronous("a")
@@ -199,10 +209,7 @@ def test_a_paused_leader_never_acknowledges_after_its_lease_and_rejoins_as_stand
 ) -> None:
     """SIGSTOP the leader for longer than its lease: the standby takes over; SIGCONT: the
     old leader acknowledges nothing more, publishes nothing the nodes apply, and stands by."""
-    rig = Candidates(tmp_path, etcd.endpoints, ["a", "b"])
-    rig.start("a")
-    assert rig.wait_leader() == "a"
-    rig.start("b")
+    rig = _a_leads_b_stands_by(tmp_path, etcd)
     node = _node(tmp_path, rig)
     try:
         with Writer(rig.addresses) as writer:
@@ -299,10 +306,7 @@ def test_no_ha_override_then_back_to_the_election_loses_nothing(tmp_path: Path, 
     back: the override is recorded there, so the other candidate, started first with --ha,
     refuses to lead; the overriding host leads again and nothing acknowledged is lost (the
     review's defect: the other one led without the ops acknowledged under --no-ha)."""
-    rig = Candidates(tmp_path, etcd.endpoints, ["a", "b"])
-    rig.start("a")
-    assert rig.wait_leader() == "a"
-    rig.start("b")
+    rig = _a_leads_b_stands_by(tmp_path, etcd)
     try:
         with Writer(rig.addresses) as writer:
             rig.wait_synchronous("a")
@@ -345,10 +349,7 @@ def test_a_no_ha_controller_stops_when_another_leads_under_the_election(
     """The operator's mistake (the third review): --no-ha on one host while the other leads
     under a live etcd. Once it reaches etcd it stops, saying why: two controllers never serve
     two branches of one log."""
-    rig = Candidates(tmp_path, etcd.endpoints, ["a", "b"])
-    rig.start("a")
-    assert rig.wait_leader() == "a"
-    rig.start("b")
+    rig = _a_leads_b_stands_by(tmp_path, etcd)
     try:
         rig.wait_synchronous("a")
         rig.procs["a"].stop()

@@ -5,13 +5,11 @@ Real TLS over loopback TCP (NNG's ``tls+tcp://``), real key files, real processe
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import stat
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from eventlog import ActionType, Operation, OperationType
 from replicas.client import ControllerClient, ControllerUnreachable
 from replicas.showkey import KeyFileError, ShowKey, diagnose, generate, secure
 from tests.cluster import ControllerThread, controller_thread, nodes, wait_for
+from tools.bench.ha_cluster import Proxy
 from tools.demo import free_port_pair
 
 
@@ -223,34 +222,10 @@ def test_a_replayed_tls_session_appends_nothing(
     addr, ctl, key = keyed
     port = int(addr.rsplit(":", 1)[1])
     recorded = bytearray()
-    relay = socket.socket()
-    relay.bind(("127.0.0.1", 0))
-    relay.listen(1)
-    relay_port = relay.getsockname()[1]
-
-    def pump(src: socket.socket, dst: socket.socket, record: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if record:
-                    recorded.extend(data)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def serve() -> None:
-        conn, _ = relay.accept()
-        upstream = socket.create_connection(("127.0.0.1", port))
-        threading.Thread(target=pump, args=(conn, upstream, True), daemon=True).start()
-        threading.Thread(target=pump, args=(upstream, conn, False), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
+    relay = Proxy(port, record=recorded)
     core = ctl.controller.core
     assert core is not None
-    with ControllerClient(f"tcp://127.0.0.1:{relay_port}", key=key, timeout=5) as client:
+    with ControllerClient(f"tcp://127.0.0.1:{relay.port}", key=key, timeout=5) as client:
         assert "seq" in client.submit([cue("operator", 1)])[0]
     relay.close()
     head = core.head

@@ -13,7 +13,7 @@ from eventlog.logctx import ComponentLog
 from gateway.server import DEFAULT_WS, Gateway, raise_open_files
 from gateway.session import Policy
 from replicas import DEFAULT_LISTEN, Controller
-from replicas.candidate import Candidate, claim_after_override, make_controller_log
+from replicas.candidate import Candidate, claim_after_override
 from replicas.election import DEFAULT_TTL, Election
 from replicas.membership import DEFAULT_NODE_TIMEOUT
 from replicas.serving import DEFAULT_TAIL_LIMIT
@@ -177,14 +177,13 @@ def run(args: argparse.Namespace) -> int:
             else "Start this host first when you go back to --ha: its file holds what is "
             "acknowledged now (give --ha ETCD too and it records that in etcd itself).",
         )
-        make_controller_log(args.db)  # a standby's file serves as it is (same log)
     # open once here so a bad file (or one in use by another writer, or a node's replica) is
     # a one-line error before any socket is bound; the controller checks every page of it
     # when it opens it for good
     EventLog.open(
         args.db,
         synchronous=args.synchronous,
-        role="controller",
+        role=None if args.no_ha else "controller",  # --no-ha: a standby's file serves as it is
         owner={"what": "cuelog controller", "listen": args.listen},
     ).close()
     key = types.load_key(args, args.listen)
@@ -196,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
         snapshot_every=args.snapshot_every,
         tail_limit=args.tail_limit,
         synchronous=args.synchronous,
-        override=name if args.no_ha else None,
+        begin=(lambda core: core.override(name)) if args.no_ha else None,
+        adopt=args.no_ha,
     )
     gateway = None
     if args.ws is not None:

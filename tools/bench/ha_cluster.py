@@ -46,19 +46,29 @@ def etcd_binary() -> str | None:
     return shutil.which("etcd")
 
 
+class WaitTimeout(AssertionError):
+    """A wait that ran out (an `AssertionError`, so a test fails on it as on a check)."""
+
+
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll `check` until it is true; `TimeoutError` saying what after `timeout` seconds."""
+    """Poll `check` until it is true; `WaitTimeout` saying what after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+            raise WaitTimeout(f"timed out after {timeout:g} s waiting for {what}")
         _tick.wait(0.01)
 
 
 class Proc:
     """A ``cuelog`` subcommand in its own process, logging to a file."""
 
-    def __init__(self, folder: Path, name: str, args: list[str]) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        name: str,
+        args: list[str],
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
         self.logfile = folder / f"{name}.log"
         with open(self.logfile, "ab") as out:
@@ -67,6 +77,7 @@ class Proc:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                preexec_fn=preexec_fn,
             )
 
     def log_text(self) -> str:
@@ -374,10 +385,14 @@ def free_pair() -> int:
 
 class Proxy:
     """A TCP proxy on loopback that can cut every connection through it (a partition) and
-    let them through again (healed)."""
+    let them through again (healed); with `record`, every byte clients send through it is
+    appended there too."""
 
-    def __init__(self, target: int, port: int | None = None) -> None:
+    def __init__(
+        self, target: int, port: int | None = None, record: bytearray | None = None
+    ) -> None:
         self.target = target
+        self.record = record
         self.server = socket.socket()
         self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.server.bind(("127.0.0.1", port or 0))
@@ -404,13 +419,15 @@ class Proxy:
                 continue
             with self._lock:
                 self._conns += [conn, upstream]
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, record in ((conn, upstream, self.record), (upstream, conn, None)):
+                threading.Thread(target=self._pump, args=(a, b, record), daemon=True).start()
 
     @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(src: socket.socket, dst: socket.socket, record: bytearray | None) -> None:
         try:
             while data := src.recv(65536):
+                if record is not None:
+                    record.extend(data)
                 dst.sendall(data)
         except OSError:
             pass

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Final
 
 from tools.bench.common import Figures, PhaseError, ms, run_phases
-from tools.bench.ha_cluster import Candidates, Etcd, Writer, etcd_binary, wait_for
+from tools.bench.ha_cluster import Candidates, Etcd, WaitTimeout, Writer, etcd_binary, wait_for
 
 TTL: Final = 2
 #: a reply already on its way when the leader died is not the new leader's
@@ -120,7 +120,7 @@ def run_ha(quick: bool, scratch: Path) -> Figures:
                 figures,
             )
             writer.pause()
-    except TimeoutError as exc:
+    except WaitTimeout as exc:
         raise PhaseError(str(exc)) from None
     finally:
         with contextlib.suppress(Exception):
